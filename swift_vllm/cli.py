@@ -1,0 +1,37 @@
+"""The ``swift-vllm`` command line: one sub-command per module in ``swift_vllm.commands``."""
+
+import argparse
+import importlib
+import logging
+import sys
+
+# Sub-command name -> module in swift_vllm.commands. Each module defines
+# ``add_arguments(parser)`` and ``run(args) -> int`` and a one-line docstring.
+COMMANDS: dict[str, str] = {
+    "fetch-model": "fetch_model",
+    "serve": "serve",
+    "demo": "demo",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="swift-vllm", description="SWIFT self-speculative decoding for vLLM."
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for name, module_name in COMMANDS.items():
+        module = importlib.import_module(f"swift_vllm.commands.{module_name}")
+        sub = subparsers.add_parser(name, help=module.__doc__.splitlines()[0])
+        module.add_arguments(sub)
+        sub.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    return args._module.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

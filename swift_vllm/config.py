@@ -1,0 +1,119 @@
+"""The ``self-skip`` method's own options, validated once at engine start-up.
+
+Users pass them inside vLLM's speculative config, next to vLLM's own keys::
+
+    --speculative-config '{"method": "self-skip", "num_speculative_tokens": 8,
+                           "skip_ratio": 0.2, "stop_threshold": 0.8}'
+
+The front end moves them into ``additional_config["self_skip"]`` (which
+reaches every vLLM process and is part of the config hash); the proposer
+rebuilds this dataclass from there.
+"""
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+METHOD_NAME = "self-skip"
+METHOD_ALIAS = "[self-skip]"
+ADDITIONAL_CONFIG_KEY = "self_skip"
+
+# vLLM model classes whose decoder layers are Llama-shaped: ``layer(positions,
+# hidden, residual)`` with ``input_layernorm`` / ``self_attn`` /
+# ``post_attention_layernorm`` / ``mlp`` and fused add+RMSNorm.
+SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM")
+
+
+@dataclass
+class SelfSkipConfig:
+    """Options of the self-skip speculative method (all optional)."""
+
+    attention_skip: list[int] | None = None
+    """Decoder layers (0-based) whose attention sub-layer the draft skips.
+    Given together with or instead of ``mlp_skip``, it fixes the skip set and
+    no search runs. The first and last decoder layers are never skipped."""
+
+    mlp_skip: list[int] | None = None
+    """Decoder layers (0-based) whose MLP sub-layer the draft skips."""
+
+    skip_ratio: float | None = None
+    """Fraction of the ``2 * (num_layers - 2)`` skippable sub-layers to skip,
+    in [0, 1). Used when no explicit layers are given. ``None`` lets the
+    search choose the ratio (adaptive)."""
+
+    stop_threshold: float = 0.8
+    """Confidence-aware drafting: a request's draft stops once the draft's
+    top-1 probability falls below this value, in [0, 1]."""
+
+    max_draft_len: int | None = None
+    """Most tokens one self-skip draft may hold; at most, and by default,
+    vLLM's ``num_speculative_tokens``."""
+
+    task: str = "default"
+    """Key under which this engine's skip-set search and cache entry live;
+    engines serving the same model and task share what they learn."""
+
+    @classmethod
+    def option_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+    @classmethod
+    def from_dict(cls, options: dict[str, Any]) -> "SelfSkipConfig":
+        """Build from user options; raises ``ValueError`` naming a bad key."""
+        known = set(cls.option_names())
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown self-skip option(s) {unknown}; valid options are "
+                f"{cls.option_names()} and vLLM's own speculative-config keys"
+            )
+        return cls(**options)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def validate(self, num_layers: int, num_speculative_tokens: int) -> None:
+        """Check every option against the served model; raise ``ValueError``."""
+        if num_speculative_tokens < 1:
+            raise ValueError(
+                f"num_speculative_tokens must be >= 1 for {METHOD_NAME}, "
+                f"got {num_speculative_tokens}"
+            )
+        if num_layers < 3:
+            raise ValueError(
+                f"{METHOD_NAME} needs a model with at least 3 decoder layers "
+                f"(first and last are never skipped), got {num_layers}"
+            )
+        for name in ("attention_skip", "mlp_skip"):
+            layers = getattr(self, name)
+            if layers is None:
+                continue
+            if not isinstance(layers, list) or not all(
+                isinstance(i, int) for i in layers
+            ):
+                raise ValueError(f"{name} must be a list of layer indices, got {layers!r}")
+            bad = [i for i in layers if not 1 <= i <= num_layers - 2]
+            if bad:
+                raise ValueError(
+                    f"{name} has layer index(es) {bad} out of range: with "
+                    f"{num_layers} decoder layers, skippable layers are "
+                    f"1..{num_layers - 2} (first and last are never skipped)"
+                )
+        if self.skip_ratio is not None and not 0.0 <= self.skip_ratio < 1.0:
+            raise ValueError(f"skip_ratio must be in [0, 1), got {self.skip_ratio}")
+        if not 0.0 <= self.stop_threshold <= 1.0:
+            raise ValueError(
+                f"stop_threshold must be in [0, 1], got {self.stop_threshold}"
+            )
+        if self.max_draft_len is not None and not (
+            1 <= self.max_draft_len <= num_speculative_tokens
+        ):
+            raise ValueError(
+                f"max_draft_len must be in [1, num_speculative_tokens="
+                f"{num_speculative_tokens}], got {self.max_draft_len}"
+            )
+        if not self.task or not isinstance(self.task, str):
+            raise ValueError(f"task must be a non-empty string, got {self.task!r}")
+
+    @property
+    def has_fixed_set(self) -> bool:
+        return self.attention_skip is not None or self.mlp_skip is not None
