@@ -1,15 +1,84 @@
 """swift-vllm: SWIFT self-speculative decoding as a vLLM plugin."""
 
-from setuptools import find_packages, setup
+import os
+import shutil
+import subprocess
+import sysconfig
+from pathlib import Path
+
+from setuptools import Extension, find_packages, setup
+from setuptools.command.build_ext import build_ext
 
 VLLM_VERSION = "0.32.0"  # the one vLLM release swift_vllm/vllm_compat.py is written for
+
+ROOT = Path(__file__).parent.resolve()
+
+# Native (C++) ops, built with CMake: SWIFT_VLLM_NATIVE=0 skips the build,
+# =1 makes a failed build fail the install; unset, a failure only warns and
+# swift_vllm.kernels uses PyTorch on CPU. See docs/kernels.md.
+NATIVE = os.environ.get("SWIFT_VLLM_NATIVE", "")
+
+
+def _torch_cmake_prefix() -> str:
+    """torch's CMake prefix, also under pip's build isolation, where the
+    installed torch is not importable but sits in the target's site-packages."""
+    try:
+        import torch
+    except ImportError:
+        prefix = Path(sysconfig.get_paths()["purelib"], "torch", "share", "cmake")
+        if not prefix.is_dir():
+            raise RuntimeError("torch not found: install torch first") from None
+        return str(prefix)
+    return torch.utils.cmake_prefix_path
+
+
+class CMakeBuild(build_ext):
+    """Builds CMakeLists.txt and puts the op library where the extension goes."""
+
+    def build_extension(self, ext: Extension) -> None:
+        try:
+            self._cmake_build(ext)
+        except (OSError, RuntimeError, subprocess.CalledProcessError) as err:
+            if NATIVE == "1":
+                raise
+            self.warn(
+                f"swift_vllm native ops not built ({err}); swift_vllm.kernels "
+                "will use PyTorch on CPU. SWIFT_VLLM_NATIVE=1 makes this fatal."
+            )
+
+    def _cmake_build(self, ext: Extension) -> None:
+        if shutil.which("cmake") is None:
+            raise RuntimeError("cmake not found")
+        build_dir = Path(self.build_temp, "cmake").resolve()
+        configure = [
+            "cmake",
+            "-S",
+            str(ROOT),
+            "-B",
+            str(build_dir),
+            "-DCMAKE_BUILD_TYPE=Release",
+            f"-DCMAKE_PREFIX_PATH={_torch_cmake_prefix()}",
+        ]
+        if shutil.which("ninja"):
+            configure += ["-G", "Ninja"]
+        jobs = os.environ.get("MAX_JOBS", str(os.cpu_count() or 1))
+        subprocess.run(configure, check=True)
+        subprocess.run(["cmake", "--build", str(build_dir), "-j", jobs], check=True)
+        target = Path(self.get_ext_fullpath(ext.name))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(build_dir / "libswift_vllm_kernels.so", target)
+
 
 setup(
     name="swift-vllm",
     version="0.1.0",
     description="SWIFT on-the-fly self-speculative decoding for vLLM",
     python_requires=">=3.10",
-    packages=find_packages(include=["swift_vllm", "swift_vllm.*"]),
+    packages=find_packages(include=["swift_vllm", "swift_vllm.*"])
+    + ["swift_vllm.kernels"],
+    package_dir={"swift_vllm.kernels": "kernels"},
+    ext_modules=[] if NATIVE == "0" else [Extension("swift_vllm.kernels._C", [])],
+    cmdclass={"build_ext": CMakeBuild},
     install_requires=[
         "ray>=2.40",
         "botorch>=0.12",
