@@ -10,7 +10,7 @@ reaches every vLLM process and is part of the config hash); the proposer
 rebuilds this dataclass from there.
 """
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 METHOD_NAME = "self-skip"
@@ -52,6 +52,53 @@ class SelfSkipConfig:
     """Key under which this engine's skip-set search and cache entry live;
     engines serving the same model and task share what they learn."""
 
+    # --- On-the-fly search (used when no explicit layers are given) ---
+
+    opt_interval: int = 1
+    """During the optimization phase, score candidates every this many
+    decoding steps (reference default 1)."""
+
+    bayes_interval: int = 25
+    """Every this-many-th proposed candidate comes from Bayesian optimization
+    (a Gaussian process over scored sets); the others are random."""
+
+    candidates_per_step: int = 4
+    """New candidates scored together in one optimization step's forward,
+    besides the current best (re-scored on the same window as the baseline
+    the newcomers are compared with)."""
+
+    max_opt_iter: int = 1000
+    """The optimization phase ends after this many scored candidates."""
+
+    max_tolerance_iter: int = 300
+    """... or after this many scored candidates in a row that improve nothing."""
+
+    max_score: float = 0.93
+    """... or once the best set's matchness exceeds this, in (0, 1]."""
+
+    context_window: int = 50
+    """Matchness is measured over the last this-many tokens the full model
+    generated (one parallel forward of the skipped model)."""
+
+    adaptive_ratios: list[float] = field(
+        default_factory=lambda: [0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5]
+    )
+    """With ``skip_ratio`` None, the skip ratios the search chooses among: the
+    one whose best set predicts the highest speedup from its matchness and
+    the measured draft/verify step cost wins. Each in (0, 1)."""
+
+    restart_window: int = 512
+    """In the acceleration phase, acceptance is checked over blocks of this
+    many verified draft tokens of the chosen set ..."""
+
+    restart_drop: float = 0.2
+    """... and optimization restarts when a block's acceptance falls more than
+    this below the chosen set's matchness (the input stream changed)."""
+
+    cache_path: str | None = None
+    """JSON file of found skip sets keyed by model and task;
+    ``None`` means ``$SWIFT_VLLM_HOME/skip_sets.json``."""
+
     @classmethod
     def option_names(cls) -> list[str]:
         return [f.name for f in fields(cls)]
@@ -90,7 +137,9 @@ class SelfSkipConfig:
             if not isinstance(layers, list) or not all(
                 isinstance(i, int) for i in layers
             ):
-                raise ValueError(f"{name} must be a list of layer indices, got {layers!r}")
+                raise ValueError(
+                    f"{name} must be a list of layer indices, got {layers!r}"
+                )
             bad = [i for i in layers if not 1 <= i <= num_layers - 2]
             if bad:
                 raise ValueError(
@@ -113,6 +162,36 @@ class SelfSkipConfig:
             )
         if not self.task or not isinstance(self.task, str):
             raise ValueError(f"task must be a non-empty string, got {self.task!r}")
+        for name in (
+            "opt_interval",
+            "bayes_interval",
+            "candidates_per_step",
+            "max_opt_iter",
+            "max_tolerance_iter",
+            "restart_window",
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if not isinstance(self.context_window, int) or self.context_window < 2:
+            raise ValueError(
+                f"context_window must be an integer >= 2, got {self.context_window!r}"
+            )
+        if not 0.0 < self.max_score <= 1.0:
+            raise ValueError(f"max_score must be in (0, 1], got {self.max_score}")
+        if not 0.0 < self.restart_drop <= 1.0:
+            raise ValueError(f"restart_drop must be in (0, 1], got {self.restart_drop}")
+        if not self.adaptive_ratios or not all(
+            0.0 < r < 1.0 for r in self.adaptive_ratios
+        ):
+            raise ValueError(
+                f"adaptive_ratios must be a non-empty list of ratios in (0, 1), "
+                f"got {self.adaptive_ratios!r}"
+            )
+        if self.cache_path is not None and not isinstance(self.cache_path, str):
+            raise ValueError(
+                f"cache_path must be a path string, got {self.cache_path!r}"
+            )
 
     @property
     def has_fixed_set(self) -> bool:
