@@ -31,14 +31,16 @@ def _masked_add_rmsnorm_kernel(
     res_row = res_ptr + row * res_row_stride
 
     r = tl.load(res_row + cols, mask=in_row, other=0.0).to(tl.float32)
-    if HAS_MASK:  # noqa: SIM108 (a constexpr branch, kept plain for the JIT)
+    if HAS_MASK:
+        # A skipped row (m == 0) does not read x at all: no traffic, and
+        # whatever x holds there (even NaN) cannot leak into the residual.
         m = tl.load(mask_ptr + row).to(tl.float32)
+        x_cols = tl.where(m != 0.0, hidden, 0)
+        x = tl.load(x_row + cols, mask=cols < x_cols, other=0.0)
+        r += m * x.to(tl.float32)
     else:
-        m = 1.0
-    # A skipped row (m == 0) does not read x at all: no traffic, and
-    # whatever x holds there (even NaN) cannot leak into the residual.
-    x = tl.load(x_row + cols, mask=in_row & (m != 0.0), other=0.0).to(tl.float32)
-    r_out = (r + m * x).to(res_ptr.dtype.element_ty)
+        r += tl.load(x_row + cols, mask=in_row, other=0.0).to(tl.float32)
+    r_out = r.to(res_ptr.dtype.element_ty)
     tl.store(res_row + cols, r_out, mask=in_row)
 
     r = r_out.to(tl.float32)
