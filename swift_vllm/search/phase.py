@@ -1,0 +1,113 @@
+"""The switch between SWIFT's optimization and acceleration phases."""
+
+import time
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Phase(StrEnum):
+    OPTIMIZING = "optimizing"
+    """Candidates are scored; drafting uses the best set so far."""
+    ACCELERATING = "accelerating"
+    """The set is chosen; only drafting (and watching acceptance) runs."""
+
+
+# A new best must have been scored on this many windows before its score
+# can end the search: one lucky 50-token window is not a matchness of 0.93.
+MIN_WINDOWS_TO_STOP = 3
+
+
+@dataclass
+class PhaseTracker:
+    """Counts scored candidates and decides when to stop and restart.
+
+    Stops by the reference rules (best score above ``max_score``,
+    ``max_tolerance_iter`` candidates in a row without improvement,
+    ``max_opt_iter`` candidates). Restarts when acceptance over a block of
+    ``restart_window`` verified draft tokens falls ``restart_drop`` below the
+    chosen set's matchness: the input stream changed under the set.
+    """
+
+    max_opt_iter: int
+    max_tolerance_iter: int
+    max_score: float
+    restart_window: int
+    restart_drop: float
+    phase: Phase = Phase.OPTIMIZING
+    iterations: int = 0
+    """Candidates scored in the current optimization phase."""
+    total_iterations: int = 0
+    since_improvement: int = 0
+    restarts: int = 0
+    reason: str = "cold start"
+    """Why the current phase began."""
+    optimizing_s: float = 0.0
+    """Wall time spent in finished optimization phases."""
+    last_acceptance: float | None = None
+    """Acceptance over the last complete block of verified draft tokens."""
+    _phase_start: float = field(default_factory=time.monotonic)
+    _block_accepted: int = 0
+    _block_checked: int = 0
+
+    def record_iteration(self, improved: bool) -> None:
+        self.iterations += 1
+        self.total_iterations += 1
+        self.since_improvement = 0 if improved else self.since_improvement + 1
+
+    def maybe_stop(self, best_score: float | None, windows: int) -> bool:
+        """Enter the acceleration phase if a stop rule holds; True if it did."""
+        if self.phase is not Phase.OPTIMIZING:
+            return False
+        if (
+            best_score is not None
+            and best_score > self.max_score
+            and windows >= MIN_WINDOWS_TO_STOP
+        ):
+            reason = f"best matchness {best_score:.3f} > max_score {self.max_score}"
+        elif self.since_improvement >= self.max_tolerance_iter:
+            reason = f"{self.since_improvement} candidates without improvement"
+        elif self.iterations >= self.max_opt_iter:
+            reason = f"max_opt_iter ({self.max_opt_iter}) candidates scored"
+        else:
+            return False
+        self.optimizing_s += time.monotonic() - self._phase_start
+        self.enter(Phase.ACCELERATING, reason)
+        return True
+
+    def record_acceptance(
+        self, accepted: int, rejected: int, baseline: float | None
+    ) -> bool:
+        """Count the chosen set's verified draft tokens while accelerating;
+        restart optimization (True) if a full block's acceptance is more than
+        ``restart_drop`` below ``baseline``, the set's matchness. Without one
+        (a reference cache entry has no score) the previous block serves."""
+        if self.phase is not Phase.ACCELERATING:
+            return False
+        self._block_accepted += accepted
+        self._block_checked += accepted + rejected
+        if self._block_checked < self.restart_window:
+            return False
+        previous = self.last_acceptance
+        self.last_acceptance = self._block_accepted / self._block_checked
+        self._block_accepted = self._block_checked = 0
+        baseline = previous if baseline is None else baseline
+        if baseline is None or self.last_acceptance >= baseline - self.restart_drop:
+            return False
+        self.restarts += 1
+        self.enter(
+            Phase.OPTIMIZING,
+            f"acceptance {self.last_acceptance:.3f} fell below "
+            f"matchness {baseline:.3f}",
+        )
+        return True
+
+    def optimizing_seconds(self) -> float:
+        """Wall time spent optimizing, the current phase included."""
+        running = self.phase is Phase.OPTIMIZING
+        return self.optimizing_s + (time.monotonic() - self._phase_start) * running
+
+    def enter(self, phase: Phase, reason: str) -> None:
+        self.phase, self.reason = phase, reason
+        self.iterations = self.since_improvement = 0
+        self._phase_start = time.monotonic()
+        self._block_accepted = self._block_checked = 0

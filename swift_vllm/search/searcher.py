@@ -1,0 +1,302 @@
+"""One model and task's skip-set search: candidates in, scores in, best set out.
+
+Scores are matchness on whatever window the proposer had, and windows differ
+a lot in difficulty. The current best set (the incumbent) is handed out with
+every batch of candidates, so each batch carries a set with a known mean;
+the others' scores are corrected by its deviation on that window (a control
+variate), which makes sets scored on different windows comparable. A set's
+value is the mean of its corrected scores; the incumbent is the best-valued
+set of the target size.
+
+Fixed ratio: the target size is ``round(skip_ratio * 2(L-2))``. Adaptive
+ratio: every size of ``adaptive_ratios`` is probed, and the target is the
+size whose best set predicts the highest speedup (``speedup.py``) from its
+matchness and the measured draft/verify cost; random candidates then mostly
+use the target size, some a neighbouring one.
+"""
+
+import logging
+import random
+import time
+from collections import Counter
+from typing import NamedTuple
+
+from botorch.exceptions.errors import BotorchError, ModelFittingError
+
+from swift_vllm.config import SelfSkipConfig
+from swift_vllm.search import bayes
+from swift_vllm.search.cache import CacheEntry
+from swift_vllm.search.phase import Phase, PhaseTracker
+from swift_vllm.search.speedup import CostModel, best_speedup
+from swift_vllm.skip_set import SkipSet, default_skip_set, num_skippable
+
+logger = logging.getLogger(__name__)
+
+# Adaptive ratio: where the search starts (DESIGN.md section 5: small models
+# draft badly at the reference's 0.45, well at 0.2).
+ADAPTIVE_START_RATIO = 0.2
+# Adaptive ratio: random candidates per size before sizes are compared, and
+# the share of later random candidates at a size next to the target.
+PROBES_PER_SIZE = 4
+NEIGHBOUR_SHARE = 0.25
+# The GP trains on at most this many sets (the best, then the latest): exact
+# GP fitting is cubic in points and shares the CPUs with serving.
+GP_MAX_POINTS = 200
+GP_BEST_POINTS = 50
+GP_MIN_POINTS = 4
+
+
+class Candidate(NamedTuple):
+    skip_set: SkipSet
+    origin: str
+    """``incumbent`` (the best so far, re-scored as the baseline), ``random``
+    or ``bayes``."""
+
+
+def starting_set(num_layers: int, config: SelfSkipConfig) -> SkipSet:
+    """The set drafting uses before any search result exists."""
+    ratio = ADAPTIVE_START_RATIO if config.skip_ratio is None else config.skip_ratio
+    return default_skip_set(num_layers, ratio)
+
+
+class Searcher:
+    """Search state for one model and task. Not thread-safe: the actor owns
+    it and runs one call at a time."""
+
+    def __init__(
+        self,
+        num_layers: int,
+        config: SelfSkipConfig,
+        draft_len: int,
+        start: SkipSet | None = None,
+        cached: CacheEntry | None = None,
+        seed: int = 0,
+    ) -> None:
+        """``start``: where a fresh search begins (default ``starting_set``);
+        ``cached``: a cache hit, adopted without an optimization phase.
+        Either is dropped, with a warning, if its size is not one the
+        configured ratio allows."""
+        self.num_layers = num_layers
+        self.config = config
+        self.draft_len = draft_len
+        self.dims = num_skippable(num_layers)
+        ratios = (
+            config.adaptive_ratios if config.skip_ratio is None else [config.skip_ratio]
+        )
+        self.sizes = sorted({round(r * self.dims) for r in ratios})
+        self.phase = PhaseTracker(
+            max_opt_iter=config.max_opt_iter,
+            max_tolerance_iter=config.max_tolerance_iter,
+            max_score=config.max_score,
+            restart_window=config.restart_window,
+            restart_drop=config.restart_drop,
+        )
+        self.costs = CostModel(num_sublayers=2 * num_layers)
+        self.proposed = self.bayes_proposed = self.windows_scored = 0
+        self.scoring_s = self.search_s = 0.0
+        self.batch_size: int | None = None
+        self._rng = random.Random(seed)
+        self._scores: dict[SkipSet, list[float]] = {}
+        self._probes: Counter[int] = Counter()
+
+        if cached is not None and self._fits(cached.skip_set, "cached"):
+            start = cached.skip_set
+            if cached.score is not None:
+                self._scores[start] = [cached.score]
+            self.phase.enter(Phase.ACCELERATING, "cache hit")
+        elif start is None or not self._fits(start, "starting"):
+            start = starting_set(num_layers, config)
+        self._start = start
+        self.target_size = start.size
+        if start.size not in self.sizes:  # adaptive: a cached size off the grid
+            self.sizes = sorted([*self.sizes, start.size])
+
+    # --- what the proposer asks for ---
+
+    def incumbent(self) -> SkipSet:
+        """The set to draft with: the best-valued one of the target size."""
+        same_size = [s for s in self._scores if s.size == self.target_size]
+        return max(same_size, key=self.score, default=self._start)
+
+    def score(self, skip_set: SkipSet) -> float | None:
+        """A set's estimated matchness (mean corrected score), if scored."""
+        scores = self._scores.get(skip_set)
+        return sum(scores) / len(scores) if scores else None
+
+    def propose(self, count: int) -> list[Candidate]:
+        """The incumbent plus ``count`` new candidates, to be scored on one
+        window; empty outside the optimization phase."""
+        if self.phase.phase is not Phase.OPTIMIZING:
+            return []
+        started = time.perf_counter()
+        candidates = [Candidate(self.incumbent(), "incumbent")]
+        for _ in range(count):
+            self.proposed += 1
+            candidate = None
+            if (
+                self.proposed % self.config.bayes_interval == 0
+                and len(self._scores) >= GP_MIN_POINTS
+            ):
+                candidate = self._bayes_candidate()
+            if candidate is None:
+                size = self._random_size()
+                vector = bayes.random_vector(self.dims, size, self._rng)
+                candidate = Candidate(
+                    SkipSet.from_vector(vector, self.num_layers), "random"
+                )
+            self._probes[candidate.skip_set.size] += 1
+            candidates.append(candidate)
+        self.search_s += time.perf_counter() - started
+        return candidates
+
+    # --- what the proposer reports ---
+
+    def report_scores(
+        self, scores: list[tuple[SkipSet, float]], window_tokens: int, scoring_s: float
+    ) -> None:
+        """Matchness of sets scored together on one ``window_tokens`` window.
+        Late reports (after the optimization phase ended) only count time."""
+        self.scoring_s += scoring_s
+        if self.phase.phase is not Phase.OPTIMIZING or not scores or window_tokens < 1:
+            return
+        self.windows_scored += 1
+        anchor = max(
+            (s for s, _ in scores if s in self._scores),
+            key=lambda s: len(self._scores[s]),
+            default=None,
+        )
+        offset = 0.0 if anchor is None else self.score(anchor) - dict(scores)[anchor]
+        for skip_set, raw in scores:
+            if skip_set == anchor:
+                self._scores[skip_set].append(raw)
+                continue
+            value = raw + offset
+            best = self._best_score(skip_set.size)
+            self._scores.setdefault(skip_set, []).append(value)
+            self.phase.record_iteration(improved=best is None or value > best)
+        self._retarget()
+        incumbent = self.incumbent()
+        self.phase.maybe_stop(
+            self.score(incumbent), len(self._scores.get(incumbent, ()))
+        )
+
+    def report_acceptance(
+        self,
+        skip_set: SkipSet,
+        accepted: int,
+        rejected: int,
+        draft_step_s: float,
+        verify_step_s: float,
+        batch_size: int,
+    ) -> None:
+        """Drafting results: costs feed the adaptive ratio; the incumbent's
+        acceptance may restart the search (the input stream changed)."""
+        self.costs.observe(skip_set.size, draft_step_s, verify_step_s)
+        self.batch_size = batch_size
+        self._retarget()
+        incumbent = self.incumbent()
+        if skip_set == incumbent and self.phase.record_acceptance(
+            accepted, rejected, self.score(incumbent)
+        ):
+            # Scores measured on the old stream no longer say anything.
+            self._scores.clear()
+            self._probes.clear()
+            self._start = incumbent
+
+    def predicted_speedup(self, size: int) -> float | None:
+        best = self._best_score(size)
+        if best is None:
+            return None
+        return best_speedup(best, self.costs.cost_ratio(size), self.draft_len)
+
+    def status(self) -> dict:
+        incumbent = self.incumbent()
+        by_ratio = {
+            round(size / self.dims, 3): {
+                "skipped": size,
+                "best_matchness": self._best_score(size),
+                "cost_ratio": round(self.costs.cost_ratio(size), 4),
+                "predicted_speedup": self.predicted_speedup(size),
+            }
+            for size in self.sizes
+        }
+        return {
+            "phase": self.phase.phase.value,
+            "phase_reason": self.phase.reason,
+            "iterations": self.phase.total_iterations,
+            "phase_iterations": self.phase.iterations,
+            "proposals": self.proposed,
+            "bayes_proposals": self.bayes_proposed,
+            "best_matchness": self.score(incumbent),
+            "best_windows": len(self._scores.get(incumbent, ())),
+            "skip_ratio": round(incumbent.ratio(self.num_layers), 4),
+            "skipped": incumbent.size,
+            "current": incumbent.to_dict(),
+            "adaptive": self.config.skip_ratio is None,
+            "predicted_speedup": self.predicted_speedup(incumbent.size),
+            "by_ratio": by_ratio,
+            "recent_acceptance": self.phase.last_acceptance,
+            "restarts": self.phase.restarts,
+            "batch_size": self.batch_size,
+            "windows_scored": self.windows_scored,
+            "optimizing_s": round(self.phase.optimizing_seconds(), 3),
+            "scoring_s": round(self.scoring_s, 3),
+            "search_s": round(self.search_s, 3),
+            "num_layers": self.num_layers,
+        }
+
+    # --- internals ---
+
+    def _fits(self, skip_set: SkipSet, what: str) -> bool:
+        if self.config.skip_ratio is None or skip_set.size in self.sizes:
+            return True
+        logger.warning(
+            "ignoring the %s skip set: it skips %d sub-layers, skip_ratio %s means %d",
+            what,
+            skip_set.size,
+            self.config.skip_ratio,
+            self.sizes[0],
+        )
+        return False
+
+    def _best_score(self, size: int) -> float | None:
+        return max(
+            (self.score(s) for s in self._scores if s.size == size), default=None
+        )
+
+    def _retarget(self) -> None:
+        """Adaptive ratio, while optimizing: aim at the best predicted size."""
+        if self.phase.phase is not Phase.OPTIMIZING:
+            return
+        predicted = {size: self.predicted_speedup(size) for size in self.sizes}
+        known = {size: p for size, p in predicted.items() if p is not None}
+        if known:
+            self.target_size = max(known, key=known.__getitem__)
+
+    def _random_size(self) -> int:
+        under_probed = [s for s in self.sizes if self._probes[s] < PROBES_PER_SIZE]
+        if under_probed:
+            return min(under_probed, key=self._probes.__getitem__)
+        index = self.sizes.index(self.target_size)
+        if self._rng.random() < NEIGHBOUR_SHARE:
+            index += self._rng.choice((-1, 1))
+        return self.sizes[min(max(index, 0), len(self.sizes) - 1)]
+
+    def _bayes_candidate(self) -> Candidate | None:
+        ranked = sorted(self._scores, key=self.score, reverse=True)
+        best = ranked[:GP_BEST_POINTS]
+        chosen = set(best)
+        latest = [s for s in reversed(self._scores) if s not in chosen]
+        train = best + latest[: GP_MAX_POINTS - len(best)]
+        try:
+            vector = bayes.suggest(
+                [s.to_vector(self.num_layers) for s in train],
+                [self.score(s) for s in train],
+                self.target_size,
+                self._rng,
+            )
+        except (RuntimeError, ValueError, BotorchError, ModelFittingError) as exc:
+            logger.warning("Bayesian proposal failed (%r): proposing at random", exc)
+            return None
+        self.bayes_proposed += 1
+        return Candidate(SkipSet.from_vector(vector, self.num_layers), "bayes")

