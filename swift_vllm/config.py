@@ -134,12 +134,8 @@ class SelfSkipConfig:
             layers = getattr(self, name)
             if layers is None:
                 continue
-            if not isinstance(layers, list) or not all(
-                isinstance(i, int) for i in layers
-            ):
-                raise ValueError(
-                    f"{name} must be a list of layer indices, got {layers!r}"
-                )
+            if not isinstance(layers, list) or not all(isinstance(i, int) for i in layers):
+                raise ValueError(f"{name} must be a list of layer indices, got {layers!r}")
             bad = [i for i in layers if not 1 <= i <= num_layers - 2]
             if bad:
                 raise ValueError(
@@ -150,9 +146,7 @@ class SelfSkipConfig:
         if self.skip_ratio is not None and not 0.0 <= self.skip_ratio < 1.0:
             raise ValueError(f"skip_ratio must be in [0, 1), got {self.skip_ratio}")
         if not 0.0 <= self.stop_threshold <= 1.0:
-            raise ValueError(
-                f"stop_threshold must be in [0, 1], got {self.stop_threshold}"
-            )
+            raise ValueError(f"stop_threshold must be in [0, 1], got {self.stop_threshold}")
         if self.max_draft_len is not None and not (
             1 <= self.max_draft_len <= num_speculative_tokens
         ):
@@ -174,24 +168,18 @@ class SelfSkipConfig:
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
         if not isinstance(self.context_window, int) or self.context_window < 2:
-            raise ValueError(
-                f"context_window must be an integer >= 2, got {self.context_window!r}"
-            )
+            raise ValueError(f"context_window must be an integer >= 2, got {self.context_window!r}")
         if not 0.0 < self.max_score <= 1.0:
             raise ValueError(f"max_score must be in (0, 1], got {self.max_score}")
         if not 0.0 < self.restart_drop <= 1.0:
             raise ValueError(f"restart_drop must be in (0, 1], got {self.restart_drop}")
-        if not self.adaptive_ratios or not all(
-            0.0 < r < 1.0 for r in self.adaptive_ratios
-        ):
+        if not self.adaptive_ratios or not all(0.0 < r < 1.0 for r in self.adaptive_ratios):
             raise ValueError(
                 f"adaptive_ratios must be a non-empty list of ratios in (0, 1), "
                 f"got {self.adaptive_ratios!r}"
             )
         if self.cache_path is not None and not isinstance(self.cache_path, str):
-            raise ValueError(
-                f"cache_path must be a path string, got {self.cache_path!r}"
-            )
+            raise ValueError(f"cache_path must be a path string, got {self.cache_path!r}")
 
     @property
     def has_fixed_set(self) -> bool:

@@ -31,9 +31,7 @@ class SelfSkipProposer:
 
     def __init__(self, vllm_config) -> None:
         self.options: SelfSkipConfig = self_skip_options(vllm_config)
-        self.num_speculative_tokens = (
-            vllm_config.speculative_config.num_speculative_tokens
-        )
+        self.num_speculative_tokens = vllm_config.speculative_config.num_speculative_tokens
         self.max_draft_len = self.options.max_draft_len or self.num_speculative_tokens
         self.max_model_len = vllm_config.model_config.max_model_len
         self.skip_set: SkipSet | None = None  # known once the model is loaded
@@ -54,9 +52,7 @@ class SelfSkipProposer:
     def set_skip_set(self, skip: SkipSet) -> None:
         """Switch the set the next draft uses (between drafting rounds only)."""
         self.skip_set = skip
-        logger.info(
-            "self-skip drafting skips attention %s and MLP %s", skip.attention, skip.mlp
-        )
+        logger.info("self-skip drafting skips attention %s and MLP %s", skip.attention, skip.mlp)
 
     def _initial_skip_set(self, num_layers: int) -> SkipSet:
         if self.options.has_fixed_set:
@@ -65,9 +61,7 @@ class SelfSkipProposer:
                 mlp=tuple(self.options.mlp_skip or ()),
             )
         ratio = self.options.skip_ratio
-        return default_skip_set(
-            num_layers, DEFAULT_SKIP_RATIO if ratio is None else ratio
-        )
+        return default_skip_set(num_layers, DEFAULT_SKIP_RATIO if ratio is None else ratio)
 
     def propose(
         self,
@@ -129,9 +123,7 @@ class SelfSkipProposer:
                 draft_probs[active, step] = probs
             for row, token in zip(active.tolist(), tokens.tolist(), strict=True):
                 drafts[row].append(token)
-            keep = (confidence >= self.options.stop_threshold) & (
-                budget[active] > step + 1
-            )
+            keep = (confidence >= self.options.stop_threshold) & (budget[active] > step + 1)
             if not bool(keep.any()):
                 break
             active, positions, input_ids = (
@@ -143,9 +135,7 @@ class SelfSkipProposer:
             runner.set_draft_probs(draft_probs, runner.req_ids)
 
 
-def _sample(
-    logits: torch.Tensor, temperatures: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _sample(logits: torch.Tensor, temperatures: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Draft tokens and the distributions they were drawn from.
 
     Greedy rows take the argmax; sampled rows draw from softmax(logits / T).

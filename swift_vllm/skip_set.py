@@ -38,9 +38,7 @@ class SkipSet:
     def from_vector(cls, vector: list[int], num_layers: int) -> "SkipSet":
         half = num_layers - 2
         if len(vector) != 2 * half:
-            raise ValueError(
-                f"skip vector has {len(vector)} entries, expected {2 * half}"
-            )
+            raise ValueError(f"skip vector has {len(vector)} entries, expected {2 * half}")
         return cls(
             attention=tuple(i + 1 for i in range(half) if vector[i]),
             mlp=tuple(i + 1 for i in range(half) if vector[half + i]),
@@ -65,9 +63,7 @@ def default_skip_set(num_layers: int, ratio: float) -> SkipSet:
     """
     count = round(ratio * num_skippable(num_layers))
     order = [
-        (kind, layer)
-        for layer in range(num_layers - 2, 0, -1)
-        for kind in ("attention", "mlp")
+        (kind, layer) for layer in range(num_layers - 2, 0, -1) for kind in ("attention", "mlp")
     ]
     chosen = order[:count]
     return SkipSet(

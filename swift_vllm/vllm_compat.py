@@ -102,14 +102,13 @@ def _map_self_skip_args(engine_args: Any, model_config: Any) -> None:
     if num_tokens is None:
         raise ValueError(f"{METHOD_NAME} needs num_speculative_tokens")
     vllm_keys = {"method", "model", "num_speculative_tokens", *_VLLM_SPEC_KEYS}
-    options = SelfSkipConfig.from_dict(
-        {k: v for k, v in spec.items() if k not in vllm_keys}
-    )
+    options = SelfSkipConfig.from_dict({k: v for k, v in spec.items() if k not in vllm_keys})
     check_architecture(model_config.hf_config.architectures or [])
     options.validate(model_config.hf_config.num_hidden_layers, int(num_tokens))
-    engine_args.speculative_config = {
-        k: v for k, v in spec.items() if k in vllm_keys
-    } | {"method": "custom_class", "model": PROPOSER_CLASS_PATH}
+    engine_args.speculative_config = {k: v for k, v in spec.items() if k in vllm_keys} | {
+        "method": "custom_class",
+        "model": PROPOSER_CLASS_PATH,
+    }
     engine_args.additional_config = dict(engine_args.additional_config or {})
     engine_args.additional_config[ADDITIONAL_CONFIG_KEY] = options.to_dict()
 
@@ -136,11 +135,7 @@ def check_architecture(architectures: list[str]) -> None:
 
 def is_self_skip(vllm_config: Any) -> bool:
     spec = vllm_config.speculative_config
-    return (
-        spec is not None
-        and spec.method == "custom_class"
-        and spec.model == PROPOSER_CLASS_PATH
-    )
+    return spec is not None and spec.method == "custom_class" and spec.model == PROPOSER_CLASS_PATH
 
 
 def self_skip_options(vllm_config: Any) -> SelfSkipConfig:
@@ -282,9 +277,7 @@ class RunnerView:
         for group_id, groups in enumerate(runner.attn_groups):
             block_table = runner.input_batch.block_table[group_id]
             table = block_table.get_device_tensor(runner.input_batch.num_reqs)[rows]
-            token_rows = torch.repeat_interleave(
-                torch.arange(len(rows), device=device), query_lens
-            )
+            token_rows = torch.repeat_interleave(torch.arange(len(rows), device=device), query_lens)
             block_size = block_table.block_size
             slots = (
                 table[token_rows, positions // block_size].long() * block_size
@@ -337,9 +330,7 @@ class DecoderStack:
         self.layers = list(model.model.layers)
         for layer in self.layers:
             if getattr(layer, "ada_rms_norm_t_cond", None) is not None:
-                raise ValueError(
-                    f"{METHOD_NAME} does not support time-conditioned norms"
-                )
+                raise ValueError(f"{METHOD_NAME} does not support time-conditioned norms")
 
     @property
     def num_layers(self) -> int:

@@ -90,9 +90,7 @@ class SkipSetCache:
             return None
         return CacheEntry(skip_set, score)
 
-    def store(
-        self, key: str, skip_set: SkipSet, num_layers: int, score: float | None
-    ) -> None:
+    def store(self, key: str, skip_set: SkipSet, num_layers: int, score: float | None) -> None:
         """Write ``key``'s entry, keeping the others; atomic (tmp + rename),
         so readers never see a half-written file."""
         entries = self._read()
@@ -117,13 +115,9 @@ class SkipSetCache:
         except FileNotFoundError:
             return {}
         except (OSError, ValueError) as exc:
-            logger.warning(
-                "skip-set cache %s is unreadable (%r): ignoring it", self.path, exc
-            )
+            logger.warning("skip-set cache %s is unreadable (%r): ignoring it", self.path, exc)
             return {}
         if not isinstance(entries, dict):
-            logger.warning(
-                "skip-set cache %s is not a JSON object: ignoring it", self.path
-            )
+            logger.warning("skip-set cache %s is not a JSON object: ignoring it", self.path)
             return {}
         return entries

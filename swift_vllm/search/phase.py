@@ -74,9 +74,7 @@ class PhaseTracker:
         self.enter(Phase.ACCELERATING, reason)
         return True
 
-    def record_acceptance(
-        self, accepted: int, rejected: int, baseline: float | None
-    ) -> bool:
+    def record_acceptance(self, accepted: int, rejected: int, baseline: float | None) -> bool:
         """Count the chosen set's verified draft tokens while accelerating;
         restart optimization (True) if a full block's acceptance is more than
         ``restart_drop`` below ``baseline``, the set's matchness. Without one
@@ -96,8 +94,7 @@ class PhaseTracker:
         self.restarts += 1
         self.enter(
             Phase.OPTIMIZING,
-            f"acceptance {self.last_acceptance:.3f} fell below "
-            f"matchness {baseline:.3f}",
+            f"acceptance {self.last_acceptance:.3f} fell below matchness {baseline:.3f}",
         )
         return True
 

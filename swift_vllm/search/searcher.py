@@ -80,9 +80,7 @@ class Searcher:
         self.config = config
         self.draft_len = draft_len
         self.dims = num_skippable(num_layers)
-        ratios = (
-            config.adaptive_ratios if config.skip_ratio is None else [config.skip_ratio]
-        )
+        ratios = config.adaptive_ratios if config.skip_ratio is None else [config.skip_ratio]
         self.sizes = sorted({round(r * self.dims) for r in ratios})
         self.phase = PhaseTracker(
             max_opt_iter=config.max_opt_iter,
@@ -141,9 +139,7 @@ class Searcher:
             if candidate is None:
                 size = self._random_size()
                 vector = bayes.random_vector(self.dims, size, self._rng)
-                candidate = Candidate(
-                    SkipSet.from_vector(vector, self.num_layers), "random"
-                )
+                candidate = Candidate(SkipSet.from_vector(vector, self.num_layers), "random")
             self._probes[candidate.skip_set.size] += 1
             candidates.append(candidate)
         self.search_s += time.perf_counter() - started
@@ -176,9 +172,7 @@ class Searcher:
             self.phase.record_iteration(improved=best is None or value > best)
         self._retarget()
         incumbent = self.incumbent()
-        self.phase.maybe_stop(
-            self.score(incumbent), len(self._scores.get(incumbent, ()))
-        )
+        self.phase.maybe_stop(self.score(incumbent), len(self._scores.get(incumbent, ())))
 
     def report_acceptance(
         self,
@@ -260,9 +254,7 @@ class Searcher:
         return False
 
     def _best_score(self, size: int) -> float | None:
-        return max(
-            (self.score(s) for s in self._scores if s.size == size), default=None
-        )
+        return max((self.score(s) for s in self._scores if s.size == size), default=None)
 
     def _retarget(self) -> None:
         """Adaptive ratio, while optimizing: aim at the best predicted size."""

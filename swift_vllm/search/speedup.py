@@ -25,9 +25,7 @@ def best_speedup(acceptance: float, cost_ratio: float, max_draft_len: int) -> fl
     """The speedup at the best draft length in ``1..max_draft_len``: the
     proposer's confidence-aware drafting stops early where drafting stops
     paying, so the best fixed length is the fairer prediction."""
-    return max(
-        expected_speedup(acceptance, g, cost_ratio) for g in range(1, max_draft_len + 1)
-    )
+    return max(expected_speedup(acceptance, g, cost_ratio) for g in range(1, max_draft_len + 1))
 
 
 # Weight of a new measurement in the running (exponential) means: recent
