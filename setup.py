@@ -77,6 +77,7 @@ setup(
     packages=find_packages(include=["swift_vllm", "swift_vllm.*"])
     + ["swift_vllm.kernels"],
     package_dir={"swift_vllm.kernels": "kernels"},
+    package_data={"swift_vllm": ["data/*.jsonl", "data/SPEC_BENCH_LICENSE"]},
     ext_modules=[] if NATIVE == "0" else [Extension("swift_vllm.kernels._C", [])],
     cmdclass={"build_ext": CMakeBuild},
     install_requires=[

@@ -367,3 +367,20 @@ class DecoderStack:
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self._model.compute_logits(hidden)
+
+
+class SelfSkipWorkerExtension:
+    """RPC methods on vLLM workers, for tools and tests:
+    ``LLM(..., worker_extension_cls=WORKER_EXTENSION)`` then
+    ``llm.collective_rpc("self_skip_set", args=(attention, mlp))``."""
+
+    def self_skip_set(self, attention: list[int], mlp: list[int]) -> None:
+        from swift_vllm.skip_set import SkipSet
+
+        self.model_runner.drafter.set_skip_set(SkipSet(tuple(attention), tuple(mlp)))
+
+    def self_skip_current(self) -> dict[str, list[int]]:
+        return self.model_runner.drafter.skip_set.to_dict()
+
+
+WORKER_EXTENSION = f"{__name__}.SelfSkipWorkerExtension"

