@@ -35,9 +35,9 @@ def _torch_cmake_prefix() -> str:
 class CMakeBuild(build_ext):
     """Builds CMakeLists.txt and puts the op library where the extension goes."""
 
-    def build_extension(self, ext: Extension) -> None:
+    def run(self) -> None:
         try:
-            self._cmake_build(ext)
+            super().run()
         except (OSError, RuntimeError, subprocess.CalledProcessError) as err:
             if NATIVE == "1":
                 raise
@@ -45,8 +45,9 @@ class CMakeBuild(build_ext):
                 f"swift_vllm native ops not built ({err}); swift_vllm.kernels "
                 "will use PyTorch on CPU. SWIFT_VLLM_NATIVE=1 makes this fatal."
             )
+            self.extensions = []  # nothing to copy into place or package
 
-    def _cmake_build(self, ext: Extension) -> None:
+    def build_extension(self, ext: Extension) -> None:
         if shutil.which("cmake") is None:
             raise RuntimeError("cmake not found")
         build_dir = Path(self.build_temp, "cmake").resolve()
@@ -74,8 +75,7 @@ setup(
     version="0.1.0",
     description="SWIFT on-the-fly self-speculative decoding for vLLM",
     python_requires=">=3.10",
-    packages=find_packages(include=["swift_vllm", "swift_vllm.*"])
-    + ["swift_vllm.kernels"],
+    packages=find_packages(include=["swift_vllm", "swift_vllm.*"]) + ["swift_vllm.kernels"],
     package_dir={"swift_vllm.kernels": "kernels"},
     package_data={"swift_vllm": ["data/*.jsonl", "data/SPEC_BENCH_LICENSE"]},
     ext_modules=[] if NATIVE == "0" else [Extension("swift_vllm.kernels._C", [])],
