@@ -57,15 +57,16 @@ def num_skippable(num_layers: int) -> int:
 def default_skip_set(num_layers: int, ratio: float) -> SkipSet:
     """A deterministic starting set of ``round(ratio * 2(L-2))`` sub-layers.
 
-    Deeper layers are the most redundant, and a skipped attention sub-layer
-    also saves its KV traffic, so take attention then MLP from the last
-    inner layer downwards. The search replaces this with a measured set.
+    Middle layers are the most redundant: on SmolLM2-135M, skipping the
+    attention and MLP of the layers nearest the middle kept 69% of greedy
+    tokens at ratio 0.1 (as good as the best of 20 random sets), while
+    skipping the last layers kept 16%. The search replaces this start with a
+    measured set.
     """
     count = round(ratio * num_skippable(num_layers))
-    order = [
-        (kind, layer) for layer in range(num_layers - 2, 0, -1) for kind in ("attention", "mlp")
-    ]
-    chosen = order[:count]
+    middle = (num_layers - 1) / 2
+    by_distance = sorted(range(1, num_layers - 1), key=lambda layer: abs(layer - middle))
+    chosen = [(kind, layer) for layer in by_distance for kind in ("attention", "mlp")][:count]
     return SkipSet(
         attention=tuple(layer for kind, layer in chosen if kind == "attention"),
         mlp=tuple(layer for kind, layer in chosen if kind == "mlp"),

@@ -35,8 +35,9 @@ def test_valid_options_round_trip():
 
 
 def _engine_config(model: str, speculative_config: dict, **kwargs):
-    import swift_vllm.plugin
     from vllm.engine.arg_utils import EngineArgs
+
+    import swift_vllm.plugin
 
     swift_vllm.plugin.register()
     args = EngineArgs(model=model, speculative_config=speculative_config, dtype="float32", **kwargs)

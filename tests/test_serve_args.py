@@ -17,8 +17,13 @@ def test_speculative_model_alias_maps_to_speculative_config():
 
 def test_options_merge():
     argv = _argv(
-        "MODEL", "--speculative-model", "[self-skip]", "--num-speculative-tokens", "6",
-        "--speculative-config", '{"skip_ratio": 0.2}',
+        "MODEL",
+        "--speculative-model",
+        "[self-skip]",
+        "--num-speculative-tokens",
+        "6",
+        "--speculative-config",
+        '{"skip_ratio": 0.2}',
     )
     spec = json.loads(argv[argv.index("--speculative-config") + 1])
     assert spec == {"method": "self-skip", "num_speculative_tokens": 6, "skip_ratio": 0.2}

@@ -5,7 +5,13 @@ import gc
 import json
 import time
 
-from swift_vllm.engine import SpecCounters, chat_prompts, load_questions, make_llm, spread_by_category
+from swift_vllm.engine import (
+    SpecCounters,
+    chat_prompts,
+    load_questions,
+    make_llm,
+    spread_by_category,
+)
 from swift_vllm.models import KNOWN_MODELS, fetch_model
 
 

@@ -1,0 +1,386 @@
+"""The proposer's handle on the search actor. It never blocks a decoding step.
+
+Every call to the actor is asynchronous: the client submits it and picks up
+results later with ``ray.wait(timeout=0)``. Connecting (which may start a
+local Ray cluster, seconds) runs on a background thread. Until results
+arrive, and whenever the actor is gone, the proposer keeps drafting with
+the last set it had; a lost actor is logged once, and the client reconnects
+or recreates it with backoff, handing it that set to continue from. No
+exception from Ray reaches the caller.
+
+Use from the proposer, once per decoding step::
+
+    skip_set = client.current()              # draft with this
+    batch = client.candidates()              # [] most steps
+    if batch:                                # score all on one window
+        client.report_scores(list(zip(batch, matchness)), window_tokens, seconds)
+    client.report_acceptance(skip_set, accepted, rejected, draft_s, verify_s, bs)
+"""
+
+import functools
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import ray
+
+from swift_vllm.config import SelfSkipConfig
+from swift_vllm.search.actor import ACTOR_NAME, NAMESPACE, RemoteSearchActor, Snapshot
+from swift_vllm.search.cache import cache_key
+from swift_vllm.search.phase import Phase
+from swift_vllm.search.searcher import starting_set
+from swift_vllm.skip_set import SkipSet
+
+logger = logging.getLogger(__name__)
+
+# Waits between reconnection attempts: doubling from the first to the last.
+BACKOFF_S = (1.0, 30.0)
+# A connection attempt that takes longer than this has failed.
+OPEN_TIMEOUT_S = 60.0
+# Calls in flight beyond this are dropped (the actor is slow, not the step).
+MAX_PENDING = 32
+# Acceptance reports are summed locally and sent at most this often: one
+# actor serves every engine, and per-step calls from all of them add up.
+REPORT_INTERVAL_S = 0.5
+# Object store for a Ray cluster we start ourselves: the search ships only
+# small objects, and Ray's default is 30% of RAM.
+LOCAL_OBJECT_STORE_BYTES = 128 * 2**20
+
+T = TypeVar("T")
+
+
+def connect_ray() -> None:
+    """Join ``$RAY_ADDRESS``, else a cluster running on this machine, else
+    start a small local one. Safe inside vLLM workers: output is not
+    forwarded and logging is left alone."""
+    if ray.is_initialized():
+        return
+    options: dict[str, Any] = {
+        "namespace": NAMESPACE,
+        "ignore_reinit_error": True,
+        "log_to_driver": False,
+        "configure_logging": False,
+    }
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, **options)
+        return
+    try:
+        ray.init(address="auto", **options)
+    except ConnectionError:
+        ray.init(
+            address="local",
+            num_cpus=1,
+            include_dashboard=False,
+            object_store_memory=LOCAL_OBJECT_STORE_BYTES,
+            **options,
+        )
+
+
+def get_or_create_actor() -> ray.actor.ActorHandle:
+    connect_ray()
+    return RemoteSearchActor.options(
+        name=ACTOR_NAME, namespace=NAMESPACE, lifetime="detached", get_if_exists=True
+    ).remote()
+
+
+def status(timeout_s: float = 10.0) -> dict[str, dict]:
+    """Per key, the running search's state (phase, iterations, best
+    matchness, skip ratio, current set, time spent optimizing, ...).
+    Empty when no Ray cluster or no search actor runs; starts neither."""
+    if not ray.is_initialized():
+        try:
+            ray.init(
+                address=os.environ.get("RAY_ADDRESS", "auto"),
+                namespace=NAMESPACE,
+                log_to_driver=False,
+                configure_logging=False,
+            )
+        except ConnectionError:
+            return {}
+    try:
+        actor = ray.get_actor(ACTOR_NAME, namespace=NAMESPACE)
+    except ValueError:
+        return {}
+    return ray.get(actor.status.remote(), timeout=timeout_s)
+
+
+def _never_raises(fallback: Callable[["SearchClient"], T]):
+    """Decorate a public method: any exception (a dead actor, a lost
+    cluster) is reported to the reconnection logic and ``fallback`` is
+    returned; the search must never fail a decoding step."""
+
+    def decorate(method: Callable[..., T]) -> Callable[..., T]:
+        @functools.wraps(method)
+        def guarded(self: "SearchClient", *args: Any, **kwargs: Any) -> T:
+            try:
+                return method(self, *args, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - see the docstring
+                self._lost(exc)
+                return fallback(self)
+
+        return guarded
+
+    return decorate
+
+
+class SearchClient:
+    """One proposer's view of the shared search for ``model`` and
+    ``config.task``. All methods are non-blocking, never raise, and are
+    safe to call from any thread."""
+
+    def __init__(self, model: str, num_layers: int, config: SelfSkipConfig, draft_len: int) -> None:
+        """``draft_len``: the most tokens one draft may hold (the adaptive
+        ratio predicts speedup up to it)."""
+        self.key = cache_key(model, config.task)
+        self._num_layers = num_layers
+        self._config = config
+        self._draft_len = draft_len
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self._snapshot = Snapshot(starting_set(num_layers, config), "connecting", None)
+        self._actor: ray.actor.ActorHandle | None = None
+        self._connecting = False
+        self._warned = False
+        self._pending: dict[ray.ObjectRef, int] = {}  # ref -> submission number
+        self._submitted = self._applied = 0
+        self._proposing = False
+        self._ready: tuple[SkipSet, ...] = ()
+        self._steps = 0
+        self._acceptance = _AcceptanceSums()
+        self._start_connecting()
+
+    # --- the proposer's calls ---
+
+    @_never_raises(lambda self: self._snapshot.skip_set)
+    def current(self) -> SkipSet:
+        """The set to draft with: the search's best as last heard."""
+        self._poll()
+        return self._snapshot.skip_set
+
+    @_never_raises(lambda self: [])
+    def candidates(self) -> list[SkipSet]:
+        """Call once per decoding step. Every ``opt_interval``-th step of the
+        optimization phase, the sets to score together on one window, the
+        current best first (the baseline the others are compared with);
+        otherwise, or while none has arrived, ``[]``."""
+        self._poll()
+        with self._lock:
+            self._steps += 1
+            if self._snapshot.phase != Phase.OPTIMIZING:
+                self._ready = ()
+                return []
+            if self._steps % self._config.opt_interval or not self._ready:
+                self._request_candidates()
+                return []
+            batch, self._ready = list(self._ready), ()
+            return batch
+
+    @_never_raises(lambda self: None)
+    def report_scores(
+        self,
+        scores: Sequence[tuple[SkipSet, float]],
+        window_tokens: int,
+        scoring_s: float = 0.0,
+    ) -> None:
+        """Matchness (share of the window's next tokens the skipped model's
+        argmax got right) of sets scored on the same ``window_tokens``-token
+        window, and the seconds scoring took. Asks for the next batch."""
+        with self._lock:
+            self._submit(
+                lambda actor: actor.report_scores.remote(
+                    self.key, list(scores), window_tokens, scoring_s
+                )
+            )
+            self._request_candidates()
+        self._poll()
+
+    @_never_raises(lambda self: None)
+    def report_acceptance(
+        self,
+        skip_set: SkipSet,
+        accepted: int,
+        rejected: int,
+        draft_step_s: float,
+        verify_step_s: float,
+        batch_size: int,
+    ) -> None:
+        """One verification's outcome for drafts made with ``skip_set``.
+
+        ``accepted``: draft tokens verification accepted; ``rejected``: draft
+        tokens it compared and rejected (at most one per request: tokens
+        after the first rejection are never compared), so that
+        ``accepted / (accepted + rejected)`` is per-token acceptance, the
+        quantity matchness estimates. ``draft_step_s``: seconds of one draft
+        forward step; ``verify_step_s``: seconds of the verify forward.
+        Summed here and sent every ``REPORT_INTERVAL_S``.
+        """
+        with self._lock:
+            sums = self._acceptance
+            if sums.skip_set is not None and sums.skip_set != skip_set:
+                self._flush_acceptance()
+            sums.add(skip_set, accepted, rejected, draft_step_s, verify_step_s)
+            sums.batch_size = batch_size
+            if time.monotonic() - sums.started >= REPORT_INTERVAL_S:
+                self._flush_acceptance()
+        self._poll()
+
+    def status(self) -> dict[str, Any]:
+        """This client's view: key, connection, phase, set, best matchness."""
+        with self._lock:
+            snapshot = self._snapshot
+            return {
+                "key": self.key,
+                "connected": self._actor is not None,
+                "phase": snapshot.phase,
+                "current": snapshot.skip_set.to_dict(),
+                "best_matchness": snapshot.score,
+            }
+
+    def close(self) -> None:
+        """Stop reconnecting. The actor (shared, detached) keeps running."""
+        self._closed.set()
+
+    # --- internals; callers of the _submit family hold the lock ---
+
+    def _submit(self, call: Callable[[ray.actor.ActorHandle], ray.ObjectRef]) -> bool:
+        if self._actor is None or len(self._pending) >= MAX_PENDING:
+            return False
+        self._submitted += 1
+        self._pending[call(self._actor)] = self._submitted
+        return True
+
+    def _request_candidates(self) -> None:
+        if self._proposing or self._snapshot.phase != Phase.OPTIMIZING:
+            return
+        self._proposing = self._submit(
+            lambda actor: actor.propose.remote(self.key, self._config.candidates_per_step)
+        )
+
+    def _flush_acceptance(self) -> None:
+        sums, self._acceptance = self._acceptance, _AcceptanceSums()
+        if sums.skip_set is None:
+            return
+        self._submit(
+            lambda actor: actor.report_acceptance.remote(
+                self.key,
+                sums.skip_set,
+                sums.accepted,
+                sums.rejected,
+                sums.draft_s / sums.reports,
+                sums.verify_s / sums.reports,
+                sums.batch_size,
+            )
+        )
+
+    def _poll(self) -> None:
+        """Apply the results that have arrived; never waits."""
+        with self._lock:
+            refs = list(self._pending)
+        if not refs:
+            return
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+        for ref in ready:
+            snapshot: Snapshot = ray.get(ref)
+            with self._lock:
+                number = self._pending.pop(ref, None)
+                if number is None:  # dropped by a reconnection meanwhile
+                    continue
+                if snapshot.candidates:
+                    self._proposing = False
+                    self._ready = snapshot.candidates
+                if number > self._applied:
+                    self._applied = number
+                    self._snapshot = snapshot
+
+    def _lost(self, exc: Exception) -> None:
+        with self._lock:
+            self._actor = None
+            self._pending.clear()
+            self._proposing = False
+            self._ready = ()
+            if not self._warned:
+                self._warned = True
+                logger.warning(
+                    "skip-set search actor unavailable (%r): drafting continues "
+                    "with %s; reconnecting in the background",
+                    exc,
+                    self._snapshot.skip_set,
+                )
+        self._start_connecting()
+
+    def _start_connecting(self) -> None:
+        with self._lock:
+            if self._connecting or self._closed.is_set():
+                return
+            self._connecting = True
+        threading.Thread(
+            target=self._connect, name="swift-vllm-search-connect", daemon=True
+        ).start()
+
+    def _connect(self) -> None:
+        """Background thread: (re)connect with backoff until it works."""
+        delay = BACKOFF_S[0]
+        while not self._closed.is_set():
+            try:
+                actor = get_or_create_actor()
+                with self._lock:
+                    start = self._snapshot.skip_set
+                snapshot = ray.get(
+                    actor.open.remote(
+                        self.key, self._num_layers, self._config, self._draft_len, start
+                    ),
+                    timeout=OPEN_TIMEOUT_S,
+                )
+            except Exception as exc:  # noqa: BLE001 - Ray not up yet, actor dying...
+                with self._lock:
+                    if not self._warned:
+                        self._warned = True
+                        logger.warning(
+                            "cannot reach the skip-set search actor (%r): drafting "
+                            "with %s; retrying",
+                            exc,
+                            self._snapshot.skip_set,
+                        )
+                self._closed.wait(delay)
+                delay = min(2 * delay, BACKOFF_S[1])
+                continue
+            with self._lock:
+                self._actor = actor
+                self._applied = self._submitted
+                self._snapshot = snapshot
+                if self._warned:
+                    self._warned = False
+                    logger.info("skip-set search actor reached again (%s)", self.key)
+                break
+        with self._lock:
+            self._connecting = False
+
+
+class _AcceptanceSums:
+    """Acceptance reports for one set, summed until the next flush."""
+
+    def __init__(self) -> None:
+        self.skip_set: SkipSet | None = None
+        self.accepted = self.rejected = self.reports = 0
+        self.draft_s = self.verify_s = 0.0
+        self.batch_size = 0
+        self.started = time.monotonic()
+
+    def add(
+        self,
+        skip_set: SkipSet,
+        accepted: int,
+        rejected: int,
+        draft_step_s: float,
+        verify_step_s: float,
+    ) -> None:
+        self.skip_set = skip_set
+        self.accepted += accepted
+        self.rejected += rejected
+        self.draft_s += draft_step_s
+        self.verify_s += verify_step_s
+        self.reports += 1

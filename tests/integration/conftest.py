@@ -1,0 +1,54 @@
+"""One plain and one self-skip vLLM engine on the real SmolLM2 model, shared by
+every integration test of the session (engine start-up dominates on CPU)."""
+
+import psutil
+import pytest
+
+from swift_vllm.engine import chat_prompts, load_questions, make_llm, spread_by_category
+from swift_vllm.vllm_compat import WORKER_EXTENSION
+
+NUM_SPECULATIVE_TOKENS = 4
+SELF_SKIP_CONFIG = {
+    "method": "self-skip",
+    "num_speculative_tokens": NUM_SPECULATIVE_TOKENS,
+    "skip_ratio": 0.1,
+}
+
+
+class Engine:
+    """A running LLM plus the OS processes it started (for memory checks)."""
+
+    def __init__(self, model: str, speculative_config: dict | None) -> None:
+        before = _child_pids()
+        self.llm = make_llm(model, speculative_config, worker_extension_cls=WORKER_EXTENSION)
+        self.pids = _child_pids() - before
+
+    def resident_bytes(self) -> int:
+        return sum(psutil.Process(pid).memory_info().rss for pid in self.pids)
+
+
+def _child_pids() -> set[int]:
+    return {p.pid for p in psutil.Process().children(recursive=True)}
+
+
+@pytest.fixture(scope="session")
+def plain_engine(smollm2) -> Engine:
+    return Engine(smollm2, None)
+
+
+@pytest.fixture(scope="session")
+def self_skip_engine(smollm2) -> Engine:
+    return Engine(smollm2, SELF_SKIP_CONFIG)
+
+
+@pytest.fixture(scope="session")
+def dev_questions() -> list[dict]:
+    """16 Spec-Bench dev questions covering all 13 categories."""
+    questions = spread_by_category(load_questions(), 16)
+    assert len({q["category"] for q in questions}) == 13
+    return questions
+
+
+@pytest.fixture(scope="session")
+def dev_prompts(plain_engine, dev_questions) -> list[str]:
+    return chat_prompts(plain_engine.llm, dev_questions)

@@ -1,0 +1,65 @@
+"""Greedy self-skip output equals plain greedy output token for token."""
+
+import pytest
+from vllm import SamplingParams
+
+from swift_vllm.engine import SpecCounters
+
+pytestmark = pytest.mark.integration
+
+GREEDY = SamplingParams(temperature=0.0, max_tokens=128)
+# A reasonable set (MLP of a few late layers) and a poor one (a third of all
+# sub-layers, attention included): the poor one is rejected most of the time,
+# which exercises the rejection and KV-overwrite paths hardest.
+SKIP_SETS = {
+    "reasonable": {"attention": [], "mlp": [24, 25, 26, 27]},
+    "poor": {"attention": list(range(2, 29, 3)), "mlp": list(range(1, 28, 3))},
+}
+
+
+def _tokens(outputs) -> list[list[int]]:
+    return [list(o.outputs[0].token_ids) for o in outputs]
+
+
+def _one_by_one(llm, prompts):
+    return _tokens([llm.generate([p], GREEDY, use_tqdm=False)[0] for p in prompts])
+
+
+@pytest.fixture(scope="module")
+def plain_outputs(plain_engine, dev_prompts):
+    return {
+        "one_by_one": _one_by_one(plain_engine.llm, dev_prompts),
+        "batch": _tokens(plain_engine.llm.generate(dev_prompts, GREEDY, use_tqdm=False)),
+    }
+
+
+@pytest.mark.parametrize("skip_name", list(SKIP_SETS))
+def test_greedy_equals_plain(self_skip_engine, plain_outputs, dev_prompts, skip_name):
+    llm = self_skip_engine.llm
+    skip = SKIP_SETS[skip_name]
+    llm.collective_rpc("self_skip_set", args=(skip["attention"], skip["mlp"]))
+    assert llm.collective_rpc("self_skip_current") == [skip]
+
+    before = SpecCounters.read(llm)
+    one_by_one = _one_by_one(llm, dev_prompts)
+    batch = _tokens(llm.generate(dev_prompts, GREEDY, use_tqdm=False))
+    counters = SpecCounters.read(llm) - before
+
+    assert all(len(t) > 0 for t in one_by_one)
+    for i, (got, want) in enumerate(zip(one_by_one, plain_outputs["one_by_one"], strict=True)):
+        assert got == want, f"prompt {i} (one by one) diverges at token {_first_diff(got, want)}"
+    for i, (got, want) in enumerate(zip(batch, plain_outputs["batch"], strict=True)):
+        assert got == want, f"prompt {i} (batch of 16) diverges at token {_first_diff(got, want)}"
+    # Drafting really happened, and was partly accepted and partly rejected.
+    assert counters.draft_tokens > 0
+    assert 0 < counters.accepted_tokens < counters.draft_tokens
+    print(
+        f"{skip_name}: acceptance {counters.acceptance_rate:.2%}, "
+        f"mean accepted length {counters.mean_accepted_length:.2f}"
+    )
+
+
+def _first_diff(a: list[int], b: list[int]) -> int:
+    return next(
+        (i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b))
+    )
