@@ -23,6 +23,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import ray
@@ -118,7 +119,7 @@ def _never_raises(fallback: Callable[["SearchClient"], T]):
         def guarded(self: "SearchClient", *args: Any, **kwargs: Any) -> T:
             try:
                 return method(self, *args, **kwargs)
-            except Exception as exc:  # noqa: BLE001 - see the docstring
+            except Exception as exc:  # see the docstring
                 self._lost(exc)
                 return fallback(self)
 
@@ -147,7 +148,7 @@ class SearchClient:
         self._warned = False
         self._pending: dict[ray.ObjectRef, int] = {}  # ref -> submission number
         self._submitted = self._applied = 0
-        self._proposing = False
+        self._proposal: ray.ObjectRef | None = None  # the propose call in flight
         self._ready: tuple[SkipSet, ...] = ()
         self._steps = 0
         self._acceptance = _AcceptanceSums()
@@ -219,9 +220,9 @@ class SearchClient:
         Summed here and sent every ``REPORT_INTERVAL_S``.
         """
         with self._lock:
-            sums = self._acceptance
-            if sums.skip_set is not None and sums.skip_set != skip_set:
+            if self._acceptance.skip_set not in (None, skip_set):
                 self._flush_acceptance()
+            sums = self._acceptance
             sums.add(skip_set, accepted, rejected, draft_step_s, verify_step_s)
             sums.batch_size = batch_size
             if time.monotonic() - sums.started >= REPORT_INTERVAL_S:
@@ -246,19 +247,20 @@ class SearchClient:
 
     # --- internals; callers of the _submit family hold the lock ---
 
-    def _submit(self, call: Callable[[ray.actor.ActorHandle], ray.ObjectRef]) -> bool:
+    def _submit(
+        self, call: Callable[[ray.actor.ActorHandle], ray.ObjectRef]
+    ) -> ray.ObjectRef | None:
         if self._actor is None or len(self._pending) >= MAX_PENDING:
-            return False
+            return None
+        ref = call(self._actor)
         self._submitted += 1
-        self._pending[call(self._actor)] = self._submitted
-        return True
+        self._pending[ref] = self._submitted
+        return ref
 
     def _request_candidates(self) -> None:
-        if self._proposing or self._snapshot.phase != Phase.OPTIMIZING:
-            return
-        self._proposing = self._submit(
-            lambda actor: actor.propose.remote(self.key, self._config.candidates_per_step)
-        )
+        if self._proposal is None and self._snapshot.phase == Phase.OPTIMIZING:
+            count = self._config.candidates_per_step
+            self._proposal = self._submit(lambda actor: actor.propose.remote(self.key, count))
 
     def _flush_acceptance(self) -> None:
         sums, self._acceptance = self._acceptance, _AcceptanceSums()
@@ -289,8 +291,8 @@ class SearchClient:
                 number = self._pending.pop(ref, None)
                 if number is None:  # dropped by a reconnection meanwhile
                     continue
-                if snapshot.candidates:
-                    self._proposing = False
+                if ref == self._proposal:
+                    self._proposal = None
                     self._ready = snapshot.candidates
                 if number > self._applied:
                     self._applied = number
@@ -300,7 +302,7 @@ class SearchClient:
         with self._lock:
             self._actor = None
             self._pending.clear()
-            self._proposing = False
+            self._proposal = None
             self._ready = ()
             if not self._warned:
                 self._warned = True
@@ -335,7 +337,7 @@ class SearchClient:
                     ),
                     timeout=OPEN_TIMEOUT_S,
                 )
-            except Exception as exc:  # noqa: BLE001 - Ray not up yet, actor dying...
+            except Exception as exc:  # Ray not up yet, actor dying...: retry
                 with self._lock:
                     if not self._warned:
                         self._warned = True
@@ -360,15 +362,18 @@ class SearchClient:
             self._connecting = False
 
 
+@dataclass
 class _AcceptanceSums:
     """Acceptance reports for one set, summed until the next flush."""
 
-    def __init__(self) -> None:
-        self.skip_set: SkipSet | None = None
-        self.accepted = self.rejected = self.reports = 0
-        self.draft_s = self.verify_s = 0.0
-        self.batch_size = 0
-        self.started = time.monotonic()
+    skip_set: SkipSet | None = None
+    accepted: int = 0
+    rejected: int = 0
+    reports: int = 0
+    draft_s: float = 0.0
+    verify_s: float = 0.0
+    batch_size: int = 0
+    started: float = field(default_factory=time.monotonic)
 
     def add(
         self,
