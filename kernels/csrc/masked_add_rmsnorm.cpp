@@ -19,9 +19,11 @@
 
 namespace {
 
-// Rows per parallel task: about 16k elements, so that the few-row tensors
-// of a decode step stay on the calling thread instead of waking OpenMP.
-constexpr int64_t kGrainElems = 1 << 14;
+// Rows per parallel task: at least 64k elements (tens of microseconds of
+// work), so that decode- and scoring-sized tensors stay on the calling
+// thread; waking OpenMP threads costs more than it saves below that, and
+// far more when the cores are shared.
+constexpr int64_t kGrainElems = 1 << 16;
 
 // Element formats: how a stored element widens to fp32 and an fp32 result
 // rounds back (to nearest even). bf16 and fp16 are handled as raw bits:
