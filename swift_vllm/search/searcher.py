@@ -46,6 +46,12 @@ GP_BEST_POINTS = 50
 GP_MIN_POINTS = 4
 
 
+def _rounded(value: float) -> float:
+    """Values compared without float noise: corrected scores of tied sets
+    differ in the last bits, and a tie must not count as an improvement."""
+    return round(value, 9)
+
+
 class Candidate(NamedTuple):
     skip_set: SkipSet
     origin: str
@@ -114,7 +120,7 @@ class Searcher:
     def incumbent(self) -> SkipSet:
         """The set to draft with: the best-valued one of the target size."""
         same_size = [s for s in self._scores if s.size == self.target_size]
-        return max(same_size, key=self.score, default=self._start)
+        return max(same_size, key=self._rank, default=self._start)
 
     def score(self, skip_set: SkipSet) -> float | None:
         """A set's estimated matchness (mean corrected score), if scored."""
@@ -169,7 +175,7 @@ class Searcher:
             value = raw + offset
             best = self._best_score(skip_set.size)
             self._scores.setdefault(skip_set, []).append(value)
-            self.phase.record_iteration(improved=best is None or value > best)
+            self.phase.record_iteration(improved=best is None or _rounded(value) > _rounded(best))
         self._retarget()
         incumbent = self.incumbent()
         self.phase.maybe_stop(self.score(incumbent), len(self._scores.get(incumbent, ())))
@@ -252,6 +258,11 @@ class Searcher:
             self.sizes[0],
         )
         return False
+
+    def _rank(self, skip_set: SkipSet) -> tuple[float, int]:
+        """Best value first; on a tie (matchness comes in steps of 1/window,
+        so ties are common) the set scored on more windows, not a newcomer."""
+        return _rounded(self.score(skip_set)), len(self._scores[skip_set])
 
     def _best_score(self, size: int) -> float | None:
         return max((self.score(s) for s in self._scores if s.size == size), default=None)

@@ -1,0 +1,193 @@
+"""The skip-set search on synthetic objectives: no Ray, no vLLM, real BoTorch."""
+
+import itertools
+import math
+import random
+
+import pytest
+import torch
+
+from swift_vllm.config import SelfSkipConfig
+from swift_vllm.search.bayes import random_vector
+from swift_vllm.search.phase import Phase
+from swift_vllm.search.searcher import Searcher
+from swift_vllm.search.speedup import CostModel, best_speedup, expected_speedup
+from swift_vllm.skip_set import SkipSet
+
+# The CPUs are shared: GP fits on one thread are many times faster here.
+torch.set_num_threads(1)
+
+LAYERS = 30  # SmolLM2's layer count: 56 skippable sub-layers
+DIMS = 56
+
+
+class HiddenCheapSet:
+    """Matchness of a set: each skipped sub-layer costs some accuracy; a
+    hidden 14 of the 56 cost almost none. Windows differ in difficulty (a
+    shared offset) and each score has its own noise, like real windows."""
+
+    def __init__(self, seed: int) -> None:
+        rng = random.Random(seed)
+        cheap = set(rng.sample(range(DIMS), 14))
+        self.damage = [
+            rng.uniform(0, 0.02) if i in cheap else rng.uniform(0.05, 0.3) for i in range(DIMS)
+        ]
+        self.noise = random.Random(seed + 1)
+
+    def true(self, skip_set: SkipSet) -> float:
+        vector = skip_set.to_vector(LAYERS)
+        return math.exp(-sum(d for d, x in zip(self.damage, vector, strict=True) if x))
+
+    def window(self, sets: list[SkipSet]) -> list[tuple[SkipSet, float]]:
+        offset = self.noise.gauss(0, 0.05)
+        return [(s, self.true(s) + offset + self.noise.gauss(0, 0.02)) for s in sets]
+
+
+def run(searcher: Searcher, objective: HiddenCheapSet, steps: int, per_step: int = 4) -> None:
+    for _ in range(steps):
+        batch = [c.skip_set for c in searcher.propose(per_step)]
+        if not batch:
+            return
+        searcher.report_scores(objective.window(batch), window_tokens=50, scoring_s=0.01)
+
+
+def test_search_beats_best_of_60_random_sets():
+    objective = HiddenCheapSet(seed=1)
+    size = round(0.2 * DIMS)
+    rng = random.Random(5)
+    random_sets = [SkipSet.from_vector(random_vector(DIMS, size, rng), LAYERS) for _ in range(60)]
+    best_random = max(objective.true(s) for s in random_sets)
+
+    searcher = Searcher(LAYERS, SelfSkipConfig(skip_ratio=0.2), draft_len=8)
+    run(searcher, objective, steps=40)  # 160 candidates, 6 of them Bayesian
+
+    found = searcher.incumbent()
+    assert found.size == size
+    assert searcher.bayes_proposed == 160 // 25
+    assert objective.true(found) > best_random + 0.15
+    # The control-variate estimate tracks the truth despite window offsets.
+    assert searcher.score(found) == pytest.approx(objective.true(found), abs=0.06)
+
+
+def test_bayesian_proposals_every_bayes_interval_th():
+    objective = HiddenCheapSet(seed=2)
+    searcher = Searcher(LAYERS, SelfSkipConfig(skip_ratio=0.2, bayes_interval=5), draft_len=8)
+    origins = []
+    for _ in range(16):
+        incumbent, candidate = searcher.propose(1)
+        assert incumbent.origin == "incumbent"
+        origins.append(candidate.origin)
+        searcher.report_scores(objective.window([incumbent.skip_set, candidate.skip_set]), 50, 0.0)
+    expected = ["bayes" if n % 5 == 0 else "random" for n in range(1, 17)]
+    assert origins == expected
+
+
+def constant_scores(searcher: Searcher, score: float, steps: int) -> None:
+    for _ in range(steps):
+        batch = searcher.propose(2)
+        searcher.report_scores([(c.skip_set, score) for c in batch], 50, 0.0)
+
+
+def test_stops_when_best_passes_max_score_on_enough_windows():
+    searcher = Searcher(LAYERS, SelfSkipConfig(skip_ratio=0.2), draft_len=8)
+    constant_scores(searcher, 0.97, steps=2)
+    assert searcher.phase.phase is Phase.OPTIMIZING  # one lucky window is not enough
+    constant_scores(searcher, 0.97, steps=2)
+    assert searcher.phase.phase is Phase.ACCELERATING
+    assert "max_score" in searcher.phase.reason
+    assert searcher.propose(2) == []
+
+
+def test_stops_after_max_tolerance_iter_without_improvement():
+    config = SelfSkipConfig(skip_ratio=0.2, max_tolerance_iter=10)
+    searcher = Searcher(LAYERS, config, draft_len=8)
+    constant_scores(searcher, 0.5, steps=6)
+    assert searcher.phase.phase is Phase.ACCELERATING
+    assert "without improvement" in searcher.phase.reason
+    # The first step scores 3 sets (the start improves on nothing), then 10 fail.
+    assert searcher.phase.total_iterations == 1 + 10
+
+
+def test_stops_after_max_opt_iter():
+    searcher = Searcher(LAYERS, SelfSkipConfig(skip_ratio=0.2, max_opt_iter=12), draft_len=8)
+    rising = itertools.count()
+    for _ in range(10):
+        batch = searcher.propose(2)
+        searcher.report_scores([(c.skip_set, 0.1 + 0.01 * next(rising)) for c in batch], 50, 0.0)
+    assert searcher.phase.phase is Phase.ACCELERATING
+    assert "max_opt_iter" in searcher.phase.reason
+    # Checked per scored batch: 3 sets in the first, 2 new ones in each next.
+    assert searcher.phase.total_iterations == 13
+
+
+def test_restarts_when_acceptance_drops_below_matchness():
+    config = SelfSkipConfig(skip_ratio=0.2, restart_window=100, restart_drop=0.2)
+    searcher = Searcher(LAYERS, config, draft_len=8)
+    constant_scores(searcher, 0.95, steps=3)
+    chosen = searcher.incumbent()
+    assert searcher.phase.phase is Phase.ACCELERATING
+
+    other = SkipSet(attention=(1,))
+    searcher.report_acceptance(other, 0, 200, 0.01, 0.05, 1)  # not the chosen set: ignored
+    searcher.report_acceptance(chosen, 85, 15, 0.01, 0.05, 1)  # 0.85: within the drop
+    assert searcher.phase.phase is Phase.ACCELERATING
+    searcher.report_acceptance(chosen, 30, 30, 0.01, 0.05, 1)
+    searcher.report_acceptance(chosen, 20, 20, 0.01, 0.05, 1)  # 0.5 over a block
+    assert searcher.phase.phase is Phase.OPTIMIZING
+    assert searcher.phase.restarts == 1
+    assert "acceptance 0.500" in searcher.phase.reason
+    batch = searcher.propose(2)
+    assert batch[0].skip_set == chosen  # the search resumes from the chosen set
+    assert searcher.score(chosen) is None  # scored afresh on the new stream
+
+
+def test_adaptive_ratio_maximises_predicted_speedup():
+    """Matchness falls and draft cost falls with the number of skipped
+    sub-layers; the search must pick neither the most accurate size nor the
+    cheapest, but the one with the best predicted speedup."""
+
+    def matchness(size: int) -> float:
+        return 0.97 - 0.001 * size * size
+
+    def draft_step_s(size: int) -> float:
+        return 0.002 + 0.045 * (1 - size / 32)
+
+    verify_step_s = 0.05
+    config = SelfSkipConfig(skip_ratio=None, adaptive_ratios=[0.1, 0.2, 0.3, 0.45])
+    searcher = Searcher(LAYERS, config, draft_len=8)
+    assert searcher.sizes == [6, 11, 17, 25]
+    for size in searcher.sizes:  # the proposer drafted with each size at some point
+        searcher.report_acceptance(
+            SkipSet(mlp=tuple(range(1, size + 1))), 1, 1, draft_step_s(size), verify_step_s, 1
+        )
+    for _ in range(6):
+        batch = searcher.propose(4)
+        searcher.report_scores([(c.skip_set, matchness(c.skip_set.size)) for c in batch], 50, 0.0)
+
+    predicted = {
+        k: best_speedup(matchness(k), draft_step_s(k) / verify_step_s, 8) for k in searcher.sizes
+    }
+    best = max(predicted, key=predicted.get)
+    assert best not in (6, 25)  # an interior optimum: the test means something
+    assert searcher.target_size == best
+    assert searcher.incumbent().size == best
+    assert searcher.predicted_speedup(best) == pytest.approx(predicted[best], rel=1e-6)
+    status = searcher.status()
+    assert status["adaptive"] and status["skipped"] == best
+    assert status["by_ratio"][0.304]["skipped"] == best
+
+
+def test_speedup_formula():
+    assert expected_speedup(0.0, 4, 0.2) == pytest.approx(1 / 1.8)
+    assert expected_speedup(1.0, 4, 0.2) == pytest.approx(5 / 1.8)
+    assert expected_speedup(0.8, 4, 0.2) == pytest.approx((1 - 0.8**5) / (0.2 * 1.8))
+    assert best_speedup(0.8, 0.2, 8) == max(expected_speedup(0.8, g, 0.2) for g in range(1, 9))
+
+
+def test_cost_model_interpolates_measured_sizes():
+    costs = CostModel(num_sublayers=60)
+    assert costs.cost_ratio(15) == pytest.approx(45 / 60)  # prior: cost follows work
+    costs.observe(10, draft_step_s=0.04, verify_step_s=0.1)
+    assert costs.cost_ratio(20) == pytest.approx(0.4 * 40 / 50)  # anchored at 10
+    costs.observe(30, draft_step_s=0.02, verify_step_s=0.1)
+    assert costs.cost_ratio(20) == pytest.approx(0.3)  # on the measured line
