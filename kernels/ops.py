@@ -68,6 +68,8 @@ def masked_add_rmsnorm(
     ``x = rmsnorm(residual) * weight``, computed in fp32. Rows with mask 0
     never read ``x``.
     """
-    if mask is not None:
+    if mask is not None and (
+        mask.dtype != torch.float32 or mask.dim() != 1 or not mask.is_contiguous()
+    ):  # the kernels read a flat fp32 mask; the check is cheaper than the calls
         mask = mask.reshape(-1).to(torch.float32).contiguous()
     torch.ops.swift_vllm.masked_add_rmsnorm(x, residual, mask, weight, eps)
