@@ -105,9 +105,7 @@ def test_dispatch_strided_and_batched_inputs():
     want_x, want_res = x.clone(), residual.clone()
     masked_add_rmsnorm_ref(want_x, want_res, mask, weight, EPS)
     res3 = residual.view(2, 3, 576)
-    masked_add_rmsnorm(
-        wide[:, :576].view(2, 3, 576), res3, mask.view(2, 3), weight, EPS
-    )
+    masked_add_rmsnorm(wide[:, :576].view(2, 3, 576), res3, mask.view(2, 3), weight, EPS)
     torch.testing.assert_close(wide[:, :576], want_x, atol=2e-2, rtol=2e-2)
     torch.testing.assert_close(residual, want_res, atol=2e-2, rtol=2e-2)
     assert not wide[:, 576:].any()
@@ -158,9 +156,7 @@ def test_pytorch_fallback_without_native():
         "assert r[:, 0].tolist() == [2.0, 1.0] and x.eq(1).all(), (x, r)\n"
     )
     env = {**os.environ, "SWIFT_VLLM_NATIVE": "0"}
-    run = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True
-    )
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
 
 
