@@ -1,28 +1,74 @@
-"""Run the target model's decoder with a skip set: the self-drafting forward."""
+"""The target model's decoder run with sub-layers skipped.
+
+Two forms of the same computation:
+
+* ``skipped_forward``: one skip set for every row; skipped sub-layers are
+  not computed at all. This is the draft step.
+* ``masked_forward``: a keep-mask per row and sub-layer; every sub-layer is
+  computed and its output added to each row's residual stream scaled by the
+  row's mask (``residual += mask * delta``, fused with the next RMSNorm).
+  Several candidate skip sets are scored in one forward this way.
+
+Both must run inside a forward context (``RunnerView.forward_context``).
+Skipping nothing reproduces the full model.
+"""
 
 import torch
 
+from swift_vllm.kernels import masked_add_rmsnorm
 from swift_vllm.skip_set import SkipSet
-from swift_vllm.vllm_compat import DecoderStack
+from swift_vllm.vllm_compat import DecoderStack, rms_norm_params
 
 
 def skipped_forward(
-    stack: DecoderStack,
-    input_ids: torch.Tensor,
-    positions: torch.Tensor,
-    skip: SkipSet,
+    stack: DecoderStack, input_ids: torch.Tensor, positions: torch.Tensor, skip: SkipSet
 ) -> torch.Tensor:
-    """Final hidden states of the model with ``skip``'s sub-layers left out.
+    """Final hidden states of the model without ``skip``'s sub-layers.
 
-    Must run inside a forward context (``RunnerView.forward_context``).
-    Skipping nothing reproduces the full model exactly.
+    A skipped sub-layer leaves ``(hidden, residual)`` alone: skipping
+    attention goes straight to the post-attention norm, skipping the MLP
+    carries the attention output into the next layer's input norm.
     """
     skip_attention, skip_mlp = set(skip.attention), set(skip.mlp)
     hidden = stack.embed(input_ids)
     residual = None
     for index in range(stack.num_layers):
         if index not in skip_attention:
-            hidden, residual = stack.attention(index, positions, hidden, residual)
+            if residual is None:
+                residual, normed = hidden, stack.input_norm(index)(hidden)
+            else:
+                normed, residual = stack.input_norm(index)(hidden, residual)
+            hidden = stack.attention(index, positions, normed)
         if index not in skip_mlp:
-            hidden, residual = stack.mlp(index, hidden, residual)
-    return stack.final_norm(hidden, residual)
+            normed, residual = stack.post_attention_norm(index)(hidden, residual)
+            hidden = stack.mlp(index, normed)
+    normed, _ = stack.final_norm()(hidden, residual)
+    return normed
+
+
+def masked_forward(
+    stack: DecoderStack,
+    input_ids: torch.Tensor,
+    positions: torch.Tensor,
+    attention_keep: torch.Tensor,
+    mlp_keep: torch.Tensor,
+) -> torch.Tensor:
+    """Final hidden states with a per-row keep mask for each sub-layer.
+
+    ``attention_keep`` and ``mlp_keep`` are ``[rows, num_layers]`` in the
+    hidden states' dtype: 1 keeps the sub-layer for that row, 0 skips it.
+    """
+    residual = stack.embed(input_ids)
+    delta = torch.zeros_like(residual)
+    keep = torch.ones(residual.shape[0], dtype=residual.dtype, device=residual.device)
+    for index in range(stack.num_layers):
+        masked_add_rmsnorm(delta, residual, keep, *rms_norm_params(stack.input_norm(index)))
+        delta = stack.attention(index, positions, delta)
+        keep = attention_keep[:, index].contiguous()
+        masked_add_rmsnorm(
+            delta, residual, keep, *rms_norm_params(stack.post_attention_norm(index))
+        )
+        delta = stack.mlp(index, delta)
+        keep = mlp_keep[:, index].contiguous()
+    masked_add_rmsnorm(delta, residual, keep, *rms_norm_params(stack.final_norm()))
+    return delta

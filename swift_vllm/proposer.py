@@ -9,6 +9,7 @@ verification pass overwrites. No second model, no second cache.
 """
 
 import logging
+import time
 
 import numpy as np
 import torch
@@ -16,6 +17,7 @@ import torch
 from swift_vllm.config import SelfSkipConfig
 from swift_vllm.layer_skip import skipped_forward
 from swift_vllm.skip_set import SkipSet, default_skip_set
+from swift_vllm.stats import DraftStats
 from swift_vllm.vllm_compat import DecoderStack, RunnerView, self_skip_options
 
 logger = logging.getLogger(__name__)
@@ -35,8 +37,13 @@ class SelfSkipProposer:
         self.max_draft_len = self.options.max_draft_len or self.num_speculative_tokens
         self.max_model_len = vllm_config.model_config.max_model_len
         self.skip_set: SkipSet | None = None  # known once the model is loaded
+        self.stats = DraftStats()
         self._runner: RunnerView | None = None
         self._stack: DecoderStack | None = None
+        # Draft length proposed per request at the last step, to read off
+        # how many were accepted at the next one.
+        self._last_drafts: dict[str, int] = {}
+        self._last_propose_end: float | None = None
 
     def attach_runner(self, runner: RunnerView) -> None:
         """Called by the patched model runner right after it built us."""
@@ -78,6 +85,38 @@ class SelfSkipProposer:
         draft step feeds it at position ``n_i - 1``.
         """
         assert self._runner is not None and self._stack is not None
+        started = time.perf_counter()
+        num_reqs = len(sampled_token_ids)
+        req_ids = self._runner.req_ids[:num_reqs]
+        if self._count_verified(req_ids, sampled_token_ids):
+            # The runner's verification step ran since our last proposal.
+            self.stats.verify_steps += 1
+            self.stats.verify_seconds += started - self._last_propose_end
+        drafts = self._propose(sampled_token_ids, num_tokens_no_spec, token_ids_cpu)
+        self._last_drafts = {r: len(d) for r, d in zip(req_ids, drafts, strict=True) if d}
+        self._last_propose_end = time.perf_counter()
+        return drafts
+
+    def _count_verified(self, req_ids: list[str], sampled_token_ids: list[list[int]]) -> bool:
+        """Count the acceptance of the previous step's drafts (a request that
+        drafted ``d`` tokens gets ``accepted + 1`` tokens back); False if
+        none of them was verified in this step."""
+        verified = False
+        for req_id, sampled in zip(req_ids, sampled_token_ids, strict=True):
+            drafted = self._last_drafts.get(req_id, 0)
+            if drafted and sampled:
+                verified = True
+                self.stats.drafts += 1
+                self.stats.draft_tokens += drafted
+                self.stats.accepted_tokens += min(len(sampled) - 1, drafted)
+        return verified
+
+    def _propose(
+        self,
+        sampled_token_ids: list[list[int]],
+        num_tokens_no_spec: np.ndarray,
+        token_ids_cpu: np.ndarray,
+    ) -> list[list[int]]:
         num_reqs = len(sampled_token_ids)
         drafts: list[list[int]] = [[] for _ in range(num_reqs)]
         lengths = num_tokens_no_spec[:num_reqs].astype(np.int64)
@@ -108,6 +147,7 @@ class SelfSkipProposer:
         temperatures = runner.temperatures(len(drafts))
         draft_probs = None
         for step in range(self.max_draft_len):
+            step_started = time.perf_counter()
             with runner.forward_context(active, positions):
                 hidden = skipped_forward(stack, input_ids, positions, self.skip_set)
                 logits = stack.logits(hidden).float()
@@ -123,6 +163,8 @@ class SelfSkipProposer:
                 draft_probs[active, step] = probs
             for row, token in zip(active.tolist(), tokens.tolist(), strict=True):
                 drafts[row].append(token)
+            self.stats.draft_steps += 1
+            self.stats.draft_seconds += time.perf_counter() - step_started
             keep = (confidence >= self.options.stop_threshold) & (budget[active] > step + 1)
             if not bool(keep.any()):
                 break

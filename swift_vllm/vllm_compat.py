@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -228,6 +229,10 @@ class RunnerView:
     def req_ids(self) -> list[str]:
         return self._runner.input_batch.req_ids
 
+    def prompt_lengths(self, num_reqs: int) -> np.ndarray:
+        """Prompt length of each request in batch order."""
+        return self._runner.input_batch.num_prompt_tokens[:num_reqs]
+
     def temperatures(self, num_reqs: int) -> torch.Tensor | None:
         """Per-request temperature (0 = greedy), or None if all are greedy."""
         metadata = self._runner.input_batch.sampling_metadata
@@ -317,9 +322,7 @@ class DecoderStack:
     """A Llama-shaped vLLM model taken apart so sub-layers can be skipped.
 
     vLLM's decoder layers pass ``(hidden, residual)``; each RMSNorm fuses the
-    residual add. A skipped sub-layer simply leaves the pair alone: skipping
-    attention goes straight to ``post_attention_layernorm``, skipping the MLP
-    carries the attention output into the next layer's ``input_layernorm``.
+    residual add: ``norm(hidden, residual) -> (normed, hidden + residual)``.
     The model's own ``forward`` is not used: it is torch.compiled and would
     bake in the first skip set it saw.
     """
@@ -327,46 +330,40 @@ class DecoderStack:
     def __init__(self, model: nn.Module) -> None:
         check_architecture([type(model).__name__])
         self._model = model
-        self.layers = list(model.model.layers)
-        for layer in self.layers:
+        self._layers = list(model.model.layers)
+        for layer in self._layers:
             if getattr(layer, "ada_rms_norm_t_cond", None) is not None:
                 raise ValueError(f"{METHOD_NAME} does not support time-conditioned norms")
 
     @property
     def num_layers(self) -> int:
-        return len(self.layers)
+        return len(self._layers)
 
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self._model.embed_input_ids(input_ids)
 
-    def attention(
-        self,
-        index: int,
-        positions: torch.Tensor,
-        hidden: torch.Tensor,
-        residual: torch.Tensor | None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        layer = self.layers[index]
-        if residual is None:
-            residual = hidden
-            hidden = layer.input_layernorm(hidden)
-        else:
-            hidden, residual = layer.input_layernorm(hidden, residual)
-        return layer.self_attn(positions=positions, hidden_states=hidden), residual
+    def input_norm(self, index: int) -> nn.Module:
+        return self._layers[index].input_layernorm
 
-    def mlp(
-        self, index: int, hidden: torch.Tensor, residual: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        layer = self.layers[index]
-        hidden, residual = layer.post_attention_layernorm(hidden, residual)
-        return layer.mlp(hidden), residual
+    def post_attention_norm(self, index: int) -> nn.Module:
+        return self._layers[index].post_attention_layernorm
 
-    def final_norm(self, hidden: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        hidden, _ = self._model.model.norm(hidden, residual)
-        return hidden
+    def final_norm(self) -> nn.Module:
+        return self._model.model.norm
+
+    def attention(self, index: int, positions: torch.Tensor, normed: torch.Tensor) -> torch.Tensor:
+        return self._layers[index].self_attn(positions=positions, hidden_states=normed)
+
+    def mlp(self, index: int, normed: torch.Tensor) -> torch.Tensor:
+        return self._layers[index].mlp(normed)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self._model.compute_logits(hidden)
+
+
+def rms_norm_params(norm: nn.Module) -> tuple[torch.Tensor, float]:
+    """Weight and epsilon of a vLLM ``RMSNorm`` (for the fused skip kernels)."""
+    return norm.weight, norm.variance_epsilon
 
 
 class SelfSkipWorkerExtension:
@@ -381,6 +378,10 @@ class SelfSkipWorkerExtension:
 
     def self_skip_current(self) -> dict[str, list[int]]:
         return self.model_runner.drafter.skip_set.to_dict()
+
+    def self_skip_stats(self) -> dict[str, float]:
+        """The proposer's cumulative draft / acceptance counters."""
+        return self.model_runner.drafter.stats.to_dict()
 
 
 WORKER_EXTENSION = f"{__name__}.SelfSkipWorkerExtension"

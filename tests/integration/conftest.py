@@ -5,6 +5,7 @@ import psutil
 import pytest
 
 from swift_vllm.engine import chat_prompts, load_questions, make_llm, spread_by_category
+from swift_vllm.stats import DraftStats
 from swift_vllm.vllm_compat import WORKER_EXTENSION
 
 NUM_SPECULATIVE_TOKENS = 4
@@ -22,6 +23,11 @@ class Engine:
         before = _child_pids()
         self.llm = make_llm(model, speculative_config, worker_extension_cls=WORKER_EXTENSION)
         self.pids = _child_pids() - before
+
+    def draft_stats(self) -> DraftStats:
+        """The self-skip proposer's cumulative counters (first worker)."""
+        counters = self.llm.collective_rpc("self_skip_stats")[0]
+        return DraftStats(**{k: v for k, v in counters.items() if k in DraftStats.__annotations__})
 
     def resident_bytes(self) -> int:
         return sum(psutil.Process(pid).memory_info().rss for pid in self.pids)

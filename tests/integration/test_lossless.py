@@ -3,8 +3,6 @@
 import pytest
 from vllm import SamplingParams
 
-from swift_vllm.engine import SpecCounters
-
 pytestmark = pytest.mark.integration
 
 GREEDY = SamplingParams(temperature=0.0, max_tokens=128)
@@ -40,10 +38,10 @@ def test_greedy_equals_plain(self_skip_engine, plain_outputs, dev_prompts, skip_
     llm.collective_rpc("self_skip_set", args=(skip["attention"], skip["mlp"]))
     assert llm.collective_rpc("self_skip_current") == [skip]
 
-    before = SpecCounters.read(llm)
+    before = self_skip_engine.draft_stats()
     one_by_one = _one_by_one(llm, dev_prompts)
     batch = _tokens(llm.generate(dev_prompts, GREEDY, use_tqdm=False))
-    counters = SpecCounters.read(llm) - before
+    counters = self_skip_engine.draft_stats() - before
 
     assert all(len(t) > 0 for t in one_by_one)
     for i, (got, want) in enumerate(zip(one_by_one, plain_outputs["one_by_one"], strict=True)):

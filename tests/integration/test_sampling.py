@@ -16,8 +16,6 @@ import pytest
 from scipy.stats import chi2_contingency
 from vllm import SamplingParams
 
-from swift_vllm.engine import SpecCounters
-
 from .test_lossless import SKIP_SETS
 
 pytestmark = pytest.mark.integration
@@ -61,9 +59,9 @@ def test_sampling_keeps_the_distribution(plain_engine, self_skip_engine, prompt)
     skip = SKIP_SETS["poor"]
     self_skip_engine.llm.collective_rpc("self_skip_set", args=(skip["attention"], skip["mlp"]))
     plain = _samples(plain_engine.llm, prompt, 1.0)
-    before = SpecCounters.read(self_skip_engine.llm)
+    before = self_skip_engine.draft_stats()
     speculative = _samples(self_skip_engine.llm, prompt, 1.0)
-    counters = SpecCounters.read(self_skip_engine.llm) - before
+    counters = self_skip_engine.draft_stats() - before
     colder = _samples(plain_engine.llm, prompt, 0.8)
 
     # Speculation really ran, with rejections.

@@ -1,0 +1,36 @@
+"""What the proposer measures about its own drafts, as vLLM sees them verified."""
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass
+class DraftStats:
+    """Cumulative counters of one proposer (one worker)."""
+
+    drafts: int = 0  # requests verified with at least one draft token
+    draft_tokens: int = 0  # draft tokens verified
+    accepted_tokens: int = 0  # draft tokens accepted
+    draft_steps: int = 0  # batched draft forwards
+    draft_seconds: float = 0.0
+    verify_steps: int = 0  # target forwards between two proposals
+    verify_seconds: float = 0.0
+
+    def __sub__(self, other: "DraftStats") -> "DraftStats":
+        return DraftStats(
+            **{name: getattr(self, name) - getattr(other, name) for name in self.__annotations__}
+        )
+
+    @property
+    def acceptance_rate(self) -> float:
+        return self.accepted_tokens / self.draft_tokens if self.draft_tokens else 0.0
+
+    @property
+    def mean_accepted_length(self) -> float:
+        """Tokens per verification of a draft: accepted drafts + the bonus token."""
+        return 1.0 + self.accepted_tokens / self.drafts if self.drafts else 1.0
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self) | {
+            "acceptance_rate": self.acceptance_rate,
+            "mean_accepted_length": self.mean_accepted_length,
+        }
