@@ -11,6 +11,7 @@ COMMANDS: dict[str, str] = {
     "fetch-model": "fetch_model",
     "serve": "serve",
     "demo": "demo",
+    "status": "status",
 }
 
 
