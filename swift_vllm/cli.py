@@ -12,6 +12,9 @@ COMMANDS: dict[str, str] = {
     "serve": "serve",
     "demo": "demo",
     "status": "status",
+    "bench": "bench",
+    "bench-serve": "bench_serve",
+    "speed": "speed",
 }
 
 

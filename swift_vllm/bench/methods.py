@@ -1,0 +1,57 @@
+"""The methods a benchmark compares: label -> vLLM speculative config (``None``: plain decoding).
+
+A table, not code: another variant (a self-skip option, another vLLM method)
+is one more entry here and is then selectable by its label everywhere.
+"""
+
+from typing import Any
+
+from swift_vllm.config import METHOD_NAME
+
+BASELINE = "vanilla"
+
+METHODS: dict[str, dict[str, Any] | None] = {
+    BASELINE: None,
+    # vLLM's prompt-lookup drafting; its defaults otherwise.
+    "ngram": {"method": "ngram", "prompt_lookup_min": 2, "prompt_lookup_max": 5},
+    "self-skip": {"method": METHOD_NAME},
+    "self-skip-noguard": {"method": METHOD_NAME, "guard": False},
+    # Needs the arctic-inference package; vLLM says so at start-up if missing.
+    "suffix": {"method": "suffix"},
+}
+
+NOTES = [
+    "ngram: vLLM's n-gram prompt lookup with its defaults except "
+    "prompt_lookup_min 2, prompt_lookup_max 5",
+    "every speculative method uses the same num_speculative_tokens",
+]
+
+
+def parse_labels(text: str) -> list[str]:
+    """Comma-separated method labels, checked against ``METHODS``."""
+    labels = [label.strip() for label in text.split(",") if label.strip()]
+    unknown = [label for label in labels if label not in METHODS]
+    if unknown or not labels:
+        raise ValueError(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
+    return labels
+
+
+def speculative_configs(
+    labels: list[str], num_speculative_tokens: int, self_skip_options: dict[str, Any]
+) -> dict[str, dict[str, Any] | None]:
+    """Each label's speculative config: ``num_speculative_tokens`` for every
+    speculative method, ``self_skip_options`` merged into the self-skip ones
+    (the variant's own keys, e.g. ``guard``, win)."""
+    configs: dict[str, dict[str, Any] | None] = {}
+    for label in labels:
+        base = METHODS[label]
+        if base is None:
+            configs[label] = None
+            continue
+        extra = self_skip_options if base["method"] == METHOD_NAME else {}
+        configs[label] = {"num_speculative_tokens": num_speculative_tokens} | extra | base
+    return configs
+
+
+def is_self_skip(config: dict[str, Any] | None) -> bool:
+    return config is not None and config.get("method") == METHOD_NAME

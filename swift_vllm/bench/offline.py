@@ -1,0 +1,169 @@
+"""Offline benchmark runs: one vLLM engine per method, timed ``generate`` calls per batch size.
+
+Every method gets the same prompts in the same groups: for batch size B the
+prompts (sorted by category, so most groups hold one category) go in groups
+of B, one ``generate`` call each, so up to B requests decode together.
+Prefix caching is off so every repeat does the same prefill work.
+"""
+
+import gc
+import json
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from swift_vllm.bench.methods import is_self_skip
+from swift_vllm.bench.records import GroupRun, RequestResult
+from swift_vllm.engine import chat_prompts, load_questions, make_llm, spread_by_category
+from swift_vllm.stats import DraftStats
+
+logger = logging.getLogger(__name__)
+
+WARMUP_TOKENS = 16
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What every method is timed on."""
+
+    questions: list[dict]
+    batch_sizes: list[int]
+    max_tokens: int
+    temperature: float
+    repeats: int
+    ignore_eos: bool = False
+
+    def groups(self, batch_size: int) -> list[range]:
+        """Index ranges of the prompt groups at this batch size."""
+        n = len(self.questions)
+        return [range(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
+
+    def num_generate_calls(self) -> int:
+        return self.repeats * sum(len(self.groups(b)) for b in self.batch_sizes)
+
+
+def select_questions(dataset: Path | str | None, num_prompts: int) -> list[dict]:
+    """``num_prompts`` questions taking categories in turn, then sorted by category."""
+    questions = spread_by_category(load_questions(dataset), num_prompts)
+    return sorted(questions, key=lambda q: q["category"])
+
+
+@contextmanager
+def engine(model: str, speculative_config: dict | None, **overrides: Any) -> Iterator[Any]:
+    """An engine that is shut down on exit: vLLM registers only the newest
+    engine's metrics and two engines would share the CPUs."""
+    llm = make_llm(model, speculative_config, **overrides)
+    try:
+        yield llm
+    finally:
+        llm.llm_engine.engine_core.shutdown()
+        del llm
+        gc.collect()
+
+
+def _draft_stats(llm) -> DraftStats:
+    """The self-skip proposer's cumulative counters (first worker)."""
+    counters = llm.collective_rpc("self_skip_stats")[0]
+    return DraftStats(**{f.name: counters[f.name] for f in fields(DraftStats)})
+
+
+def _request_result(question: dict, output) -> RequestResult:
+    completion = output.outputs[0]
+    result = RequestResult(question["question_id"], question["category"], len(completion.token_ids))
+    metrics = completion.spec_decode_metrics
+    if metrics is None:
+        return result
+    summary = metrics.to_dict()
+    return RequestResult(
+        result.question_id,
+        result.category,
+        result.output_tokens,
+        drafts=summary["num_spec_steps"],
+        draft_tokens=summary["num_draft_tokens"],
+        accepted_tokens=summary["num_accepted_draft_tokens"],
+    )
+
+
+@dataclass
+class MethodRun:
+    """Everything timed for one method."""
+
+    groups: list[GroupRun] = field(default_factory=list)
+    proposer_stats: dict[tuple[str, int], DraftStats] = field(default_factory=dict)
+    """Self-skip only: the proposer's own counters per (method, batch size)."""
+    skip_sets: dict[int, dict[str, list[int]]] = field(default_factory=dict)
+    """Self-skip only: batch size -> the skip set in use when its runs ended."""
+
+
+def engine_overrides(speculative_config: dict | None, workload: Workload) -> dict[str, Any]:
+    """``make_llm`` overrides of a benchmark engine."""
+    overrides: dict[str, Any] = {
+        "max_num_seqs": max(workload.batch_sizes),
+        "enable_prefix_caching": False,
+    }
+    if speculative_config is not None:
+        overrides["per_request_spec_decode_metrics"] = "summary"
+    if is_self_skip(speculative_config):
+        from swift_vllm.vllm_compat import WORKER_EXTENSION  # imports vLLM
+
+        overrides["worker_extension_cls"] = WORKER_EXTENSION
+    return overrides
+
+
+def run_method(
+    label: str,
+    model: str,
+    speculative_config: dict | None,
+    workload: Workload,
+    progress: tqdm,
+) -> MethodRun:
+    """Warm up, then time every group at every batch size, ``repeats`` times."""
+    from vllm import SamplingParams
+
+    params = SamplingParams(
+        temperature=workload.temperature,
+        max_tokens=workload.max_tokens,
+        ignore_eos=workload.ignore_eos,
+    )
+    self_skip = is_self_skip(speculative_config)
+    run = MethodRun()
+    with engine(model, speculative_config, **engine_overrides(speculative_config, workload)) as llm:
+        prompts = chat_prompts(llm, workload.questions)
+        warmup = SamplingParams(temperature=workload.temperature, max_tokens=WARMUP_TOKENS)
+        llm.generate(prompts[: max(workload.batch_sizes)], warmup, use_tqdm=False)
+        for batch_size in workload.batch_sizes:
+            progress.set_postfix_str(f"{label} bs{batch_size}")
+            before = _draft_stats(llm) if self_skip else None
+            for repeat in range(workload.repeats):
+                for indices in workload.groups(batch_size):
+                    start = time.perf_counter()
+                    outputs = llm.generate([prompts[i] for i in indices], params, use_tqdm=False)
+                    wall = time.perf_counter() - start
+                    requests = tuple(
+                        _request_result(workload.questions[i], output)
+                        for i, output in zip(indices, outputs, strict=True)
+                    )
+                    run.groups.append(GroupRun(label, batch_size, repeat, wall, requests))
+                    progress.update(1)
+            if before is not None:
+                run.proposer_stats[(label, batch_size)] = _draft_stats(llm) - before
+                run.skip_sets[batch_size] = llm.collective_rpc("self_skip_current")[0]
+    return run
+
+
+def write_answers(groups: list[GroupRun], out: Path) -> list[Path]:
+    """``out/<method>_bs<B>.jsonl``: one line per request and repeat."""
+    out.mkdir(parents=True, exist_ok=True)
+    lines: dict[Path, list[str]] = {}
+    for group in groups:
+        path = out / f"{group.method}_bs{group.batch_size}.jsonl"
+        lines.setdefault(path, []).extend(json.dumps(a) for a in group.answer_lines())
+    for path, text in lines.items():
+        path.write_text("\n".join(text) + "\n")
+    return list(lines)

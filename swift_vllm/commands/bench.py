@@ -1,0 +1,163 @@
+"""Offline benchmark: tokens/s, speedup and acceptance of speculative methods per batch size.
+
+One engine per method (vanilla first: the speedups are relative to it), a
+warm-up, then the same prompts in groups of each batch size, ``--repeats``
+times (medians). Writes ``OUT/results.json``, per-request answer files
+``OUT/answers/<method>_bs<B>.jsonl`` (inputs of ``swift-vllm speed``) and
+PNG plots, and prints the tables.
+"""
+
+import argparse
+import json
+import logging
+import os
+import platform
+import shlex
+import sys
+import time
+from importlib.metadata import version
+from pathlib import Path
+
+from tqdm import tqdm
+
+from swift_vllm.bench import methods as bench_methods
+from swift_vllm.bench.offline import (
+    MethodRun,
+    Workload,
+    run_method,
+    select_questions,
+    write_answers,
+)
+from swift_vllm.bench.plots import write_plots
+from swift_vllm.bench.report import category_table, overall_table, summarize, write_results
+from swift_vllm.engine import ENGINE_DEFAULTS
+from swift_vllm.models import KNOWN_MODELS, fetch_model
+
+logger = logging.getLogger(__name__)
+
+
+def int_list(text: str) -> list[int]:
+    values = [int(v) for v in text.split(",") if v.strip()]
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments shared with ``bench-serve``: model, data and speculative settings."""
+    parser.add_argument(
+        "--model", default="smollm2", help=f"{'|'.join(KNOWN_MODELS)} or a model folder"
+    )
+    parser.add_argument("--dataset", help="Spec-Bench JSONL (default: the packaged dev set)")
+    parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--temperature", type=float, default=0.0)
+    parser.add_argument("--num-speculative-tokens", type=int, default=4)
+    parser.add_argument(
+        "--speculative-config",
+        type=json.loads,
+        default={},
+        help="JSON of self-skip options merged into every self-skip method",
+    )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_model_arguments(parser)
+    parser.add_argument(
+        "--methods",
+        type=bench_methods.parse_labels,
+        default="vanilla,ngram,self-skip",
+        help=f"comma-separated, from: {', '.join(bench_methods.METHODS)}",
+    )
+    parser.add_argument("--batch-sizes", type=int_list, default="1,4,16")
+    parser.add_argument("--num-prompts", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--ignore-eos", action="store_true", help="always decode --max-tokens")
+    parser.add_argument("--out", type=Path, required=True, help="output folder")
+
+
+def resolve_model(name: str) -> str:
+    return str(fetch_model(name)) if name in KNOWN_MODELS else name
+
+
+def environment() -> dict[str, str]:
+    """Versions and machine, recorded with every result."""
+    import torch
+
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor()
+    return {
+        "vllm": __import__("vllm").__version__,
+        "torch": torch.__version__,
+        "swift_vllm": version("swift-vllm"),
+        "python": platform.python_version(),
+        "device": device or platform.machine(),
+        "cpus": str(os.cpu_count()),
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    labels = list(dict.fromkeys([bench_methods.BASELINE, *args.methods]))
+    configs = bench_methods.speculative_configs(
+        labels, args.num_speculative_tokens, args.speculative_config
+    )
+    model = resolve_model(args.model)
+    workload = Workload(
+        questions=select_questions(args.dataset, args.num_prompts),
+        batch_sizes=args.batch_sizes,
+        max_tokens=args.max_tokens,
+        temperature=args.temperature,
+        repeats=args.repeats,
+        ignore_eos=args.ignore_eos,
+    )
+    # vLLM's per-step INFO lines would bury the progress bar; VLLM_LOGGING_LEVEL overrides.
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    runs: dict[str, MethodRun] = {}
+    errors: dict[str, str] = {}
+    with tqdm(total=len(labels) * workload.num_generate_calls(), unit="batch") as progress:
+        for label in labels:
+            try:
+                runs[label] = run_method(label, model, configs[label], workload, progress)
+            except Exception as err:  # one broken method must not lose the others' hours
+                logger.exception("method %s failed", label)
+                errors[label] = f"{type(err).__name__}: {err}"
+                progress.update(workload.num_generate_calls())
+
+    groups = [group for run in runs.values() for group in run.groups]
+    proposer = {key: s for run in runs.values() for key, s in run.proposer_stats.items()}
+    rows = summarize(groups, proposer)
+    meta = {
+        "command": shlex.join(["swift-vllm", *sys.argv[1:]]),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "model": model,
+        "dataset": args.dataset or "swift_vllm/data/spec_bench_dev.jsonl",
+        "num_prompts": len(workload.questions),
+        "batch_sizes": workload.batch_sizes,
+        "max_tokens": workload.max_tokens,
+        "temperature": workload.temperature,
+        "repeats": workload.repeats,
+        "ignore_eos": workload.ignore_eos,
+        "engine": ENGINE_DEFAULTS
+        | {"max_num_seqs": max(workload.batch_sizes), "enable_prefix_caching": False},
+        "methods": configs,
+        "self_skip_sets": {label: run.skip_sets for label, run in runs.items() if run.skip_sets},
+        "notes": bench_methods.NOTES,
+        "errors": errors,
+        "environment": environment(),
+    }
+    write_results(args.out / "results.json", meta, rows)
+    write_answers(groups, args.out / "answers")
+    plots = write_plots(rows, args.out) if rows else []
+    print("\n" + "\n".join(bench_methods.NOTES))
+    print(
+        f"\n{len(workload.questions)} prompts, {workload.max_tokens} new tokens, "
+        f"median of {workload.repeats} repeat(s)\n"
+    )
+    print(overall_table(rows))
+    print("\nspeedup over vanilla by category\n")
+    print(category_table(rows))
+    print(
+        f"\nwrote {args.out / 'results.json'}, {args.out / 'answers'}/, "
+        + ", ".join(p.name for p in plots)
+    )
+    for label, message in errors.items():
+        print(f"FAILED {label}: {message}")
+    return 1 if errors else 0

@@ -1,0 +1,336 @@
+"""Benchmark reports: aggregation of timed runs, the speed report, method table,
+answer files, plots and the command lines of the online benchmark. Synthetic
+records, except one small real `swift-vllm bench` run (integration)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from swift_vllm.bench.methods import METHODS, parse_labels, speculative_configs
+from swift_vllm.bench.offline import Workload, write_answers
+from swift_vllm.bench.online import (
+    ServeWorkload,
+    add_speedups,
+    bench_command,
+    row_of,
+    server_command,
+)
+from swift_vllm.bench.plots import write_plots
+from swift_vllm.bench.records import GroupRun, RequestResult
+from swift_vllm.bench.report import ALL, category_table, format_table, overall_table, summarize
+from swift_vllm.bench.speed import load_answers, speed_report
+from swift_vllm.cli import build_parser
+from swift_vllm.stats import DraftStats
+
+
+def _plain(qid, category, tokens):
+    return RequestResult(qid, category, tokens)
+
+
+def _spec(qid, category, tokens, drafts, draft_tokens, accepted):
+    return RequestResult(qid, category, tokens, drafts, draft_tokens, accepted)
+
+
+@pytest.fixture
+def groups() -> list[GroupRun]:
+    """Two prompts (qa, rag) at batch 1 and 2, two repeats; self-skip twice as fast."""
+    runs = []
+    for repeat, jitter in ((0, 1.0), (1, 1.5)):  # repeat 1 slower: medians pick between
+        runs += [
+            GroupRun("vanilla", 1, repeat, 2.0 * jitter, (_plain(1, "qa", 20),)),
+            GroupRun("vanilla", 1, repeat, 2.0 * jitter, (_plain(2, "rag", 20),)),
+            GroupRun(
+                "vanilla", 2, repeat, 3.0 * jitter, (_plain(1, "qa", 20), _plain(2, "rag", 40))
+            ),
+            GroupRun("self-skip", 1, repeat, 1.0 * jitter, (_spec(1, "qa", 20, 5, 15, 10),)),
+            GroupRun("self-skip", 1, repeat, 1.0 * jitter, (_spec(2, "rag", 20, 5, 10, 5),)),
+            GroupRun(
+                "self-skip",
+                2,
+                repeat,
+                1.5 * jitter,
+                (_spec(1, "qa", 20, 4, 8, 8), _spec(2, "rag", 40, 4, 8, 0)),
+            ),
+        ]
+    return runs
+
+
+def _row(rows, method, batch_size, category=ALL):
+    (row,) = [
+        r
+        for r in rows
+        if (r["method"], r["batch_size"], r["category"]) == (method, batch_size, category)
+    ]
+    return row
+
+
+def test_summary_medians_speedups_and_acceptance(groups):
+    rows = summarize(groups)
+    vanilla = _row(rows, "vanilla", 1)
+    # per repeat: 40 tokens in 4 s and in 6 s -> median of 10 and 6.67 tok/s
+    assert vanilla["output_tokens_per_s"] == pytest.approx((10 + 40 / 6) / 2)
+    assert vanilla["wall_time_s"] == pytest.approx(5.0)
+    assert vanilla["num_requests"] == 2
+    assert "acceptance_rate" not in vanilla
+    skip = _row(rows, "self-skip", 1)
+    assert skip["speedup"] == pytest.approx(2.0)
+    # counts summed over both repeats: accepted 30 of 50 drafted, in 20 drafts
+    assert skip["acceptance_rate"] == pytest.approx(0.6)
+    assert skip["mean_accepted_length"] == pytest.approx(1 + 30 / 20)
+    assert skip["mean_draft_length"] == pytest.approx(50 / 20)
+    qa = _row(rows, "self-skip", 1, "qa")
+    assert qa["acceptance_rate"] == pytest.approx(10 / 15)
+    assert qa["speedup"] == pytest.approx(2.0)
+
+
+def test_mixed_group_time_is_split_by_token_share(groups):
+    rows = summarize(groups)
+    # batch 2, repeat 0: 3 s for 20 qa + 40 rag tokens -> qa gets 1 s, rag 2 s
+    qa = _row(rows, "vanilla", 2, "qa")
+    assert qa["wall_time_s"] == pytest.approx((1.0 + 1.5) / 2)
+    assert qa["output_tokens_per_s"] == _row(rows, "vanilla", 2, "rag")["output_tokens_per_s"]
+    assert _row(rows, "self-skip", 2, "qa")["acceptance_rate"] == pytest.approx(1.0)
+    assert _row(rows, "self-skip", 2, "rag")["acceptance_rate"] == 0.0
+
+
+def test_rows_follow_method_order_with_all_first(groups):
+    rows = summarize(groups)
+    keys = [(r["method"], r["batch_size"], r["category"]) for r in rows]
+    assert keys[:3] == [("vanilla", 1, ALL), ("vanilla", 1, "qa"), ("vanilla", 1, "rag")]
+    assert keys[-3] == ("self-skip", 2, ALL)
+
+
+def test_prediction_from_proposer_stats(groups):
+    stats = DraftStats(
+        drafts=10,
+        draft_tokens=20,
+        accepted_tokens=10,
+        draft_steps=20,
+        draft_seconds=2.0,
+        verify_steps=10,
+        verify_seconds=4.0,
+    )
+    row = _row(summarize(groups, {("self-skip", 1): stats}), "self-skip", 1)
+    assert row["cost_ratio"] == pytest.approx(0.25)
+    # a = 0.5, g = 2, c = 0.25: (1 - 0.5^3) / (0.5 * 1.5)
+    assert row["predicted_speedup"] == pytest.approx(0.875 / 0.75)
+    assert "predicted_speedup" not in _row(summarize(groups), "self-skip", 1)
+
+
+def test_speedup_missing_without_vanilla(groups):
+    rows = summarize([g for g in groups if g.method != "vanilla"])
+    assert all(r["speedup"] is None for r in rows)
+
+
+def test_tables_render_all_rows(groups):
+    rows = summarize(groups)
+    overall = overall_table(rows).splitlines()
+    assert len(overall) == 2 + 4  # header, rule, 2 methods x 2 batch sizes
+    assert overall[2].split()[:2] == ["vanilla", "1"]
+    categories = category_table(rows).splitlines()
+    assert categories[0].split() == ["category", "self-skip", "bs1", "self-skip", "bs2"]
+    assert [line.split()[0] for line in categories[2:]] == [ALL, "qa", "rag"]
+    assert format_table(["a", "b"], [[None, 1.234]]).splitlines()[2].split() == ["-", "1.23"]
+
+
+def test_plots_are_written(groups, tmp_path):
+    paths = write_plots(summarize(groups), tmp_path)
+    assert [p.name for p in paths] == ["speedup_by_batch_size.png", "speedup_by_category.png"]
+    assert all(p.read_bytes()[:4] == b"\x89PNG" for p in paths)
+
+
+def test_answer_files_feed_the_speed_report(groups, tmp_path):
+    written = write_answers(groups, tmp_path)
+    assert sorted(p.name for p in written) == [
+        "self-skip_bs1.jsonl",
+        "self-skip_bs2.jsonl",
+        "vanilla_bs1.jsonl",
+        "vanilla_bs2.jsonl",
+    ]
+    lines = [json.loads(x) for x in (tmp_path / "vanilla_bs2.jsonl").read_text().splitlines()]
+    assert len(lines) == 4  # two requests, two repeats
+    assert lines[0] == {
+        "method": "vanilla",
+        "batch_size": 2,
+        "repeat": 0,
+        "wall_time": 3.0,
+        "question_id": 1,
+        "category": "qa",
+        "output_tokens": 20,
+    }
+    rows = speed_report(
+        load_answers(tmp_path / "self-skip_bs1.jsonl"), load_answers(tmp_path / "vanilla_bs1.jsonl")
+    )
+    overall = rows[-1]
+    assert overall["task"] == "overall"
+    assert overall["speedup"] == pytest.approx(2.0)
+    assert overall["acceptance_rate"] == pytest.approx(0.6)
+
+
+def _write_jsonl(path: Path, records: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def test_speed_report_math(tmp_path):
+    run = _write_jsonl(
+        tmp_path / "run.jsonl",
+        [
+            # 11 tokens: 10 decoding steps' worth minus 6 accepted -> 4 steps
+            {"category": "writing", "output_tokens": 11, "wall_time": 1.0, "drafts": 4,
+             "draft_tokens": 8, "accepted_tokens": 6},
+            {"category": "coding", "output_tokens": 21, "wall_time": 1.0, "drafts": 10,
+             "draft_tokens": 10, "accepted_tokens": 0},
+            {"category": "qa", "output_tokens": 30, "wall_time": 2.0, "drafts": 0,
+             "draft_tokens": 0, "accepted_tokens": 0},
+        ],
+    )  # fmt: skip
+    base = _write_jsonl(
+        tmp_path / "base.jsonl",
+        [
+            {"category": "writing", "output_tokens": 11, "wall_time": 2.0},
+            {"category": "coding", "output_tokens": 21, "wall_time": 2.0},
+            {"category": "qa", "output_tokens": 30, "wall_time": 3.0},
+        ],
+    )
+    rows = {r["task"]: r for r in speed_report(load_answers(run), load_answers(base))}
+    assert list(rows) == ["mt_bench", "qa", "overall"]  # writing and coding are MT-bench
+    mt = rows["mt_bench"]
+    assert mt["requests"] == 2
+    assert mt["tokens_per_s"] == pytest.approx(16.0)
+    assert mt["base_tokens_per_s"] == pytest.approx(8.0)
+    assert mt["speedup"] == pytest.approx(2.0)
+    assert mt["mean_accepted_tokens"] == pytest.approx((10 + 20) / (4 + 20))
+    assert mt["acceptance_rate"] == pytest.approx(6 / 18)
+    assert rows["qa"]["mean_accepted_tokens"] == 1.0
+    assert rows["qa"]["acceptance_rate"] is None  # nothing drafted
+    assert rows["overall"]["speedup"] == pytest.approx(mean_of(11, 21, 15) / mean_of(5.5, 10.5, 10))
+
+
+def mean_of(*values: float) -> float:
+    return sum(values) / len(values)
+
+
+def test_speed_report_reads_reference_answer_files(tmp_path):
+    """SWIFT / Spec-Bench answer lines: per-turn lists and per-step accept lengths."""
+    choice = {"new_tokens": [12], "wall_time": [1.0], "accept_lengths": [3, 3, 2, 4]}
+    run = _write_jsonl(tmp_path / "run.jsonl", [{"category": "rag", "choices": [choice]}])
+    base_choice = {"new_tokens": [12], "wall_time": [3.0]}
+    base = _write_jsonl(tmp_path / "base.jsonl", [{"category": "rag", "choices": [base_choice]}])
+    (rag, overall) = speed_report(load_answers(run), load_answers(base))
+    assert rag["task"] == "rag"
+    assert rag["speedup"] == pytest.approx(3.0)
+    assert rag["mean_accepted_tokens"] == pytest.approx(3.0)
+    assert rag["acceptance_rate"] is None
+
+
+def test_speed_command_prints_report(tmp_path, capsys):
+    run = _write_jsonl(
+        tmp_path / "run.jsonl", [{"category": "qa", "output_tokens": 8, "wall_time": 1.0}]
+    )
+    base = _write_jsonl(
+        tmp_path / "base.jsonl", [{"category": "qa", "output_tokens": 8, "wall_time": 2.0}]
+    )
+    args = build_parser().parse_args(["speed", "--file", str(run), "--base", str(base), "--json"])
+    assert args._module.run(args) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["speedup"] for r in rows] == [2.0, 2.0]
+
+
+def test_method_configs():
+    configs = speculative_configs(
+        ["vanilla", "ngram", "self-skip", "self-skip-noguard"],
+        3,
+        {"skip_ratio": 0.2, "guard": True},
+    )
+    assert configs["vanilla"] is None
+    assert configs["ngram"] == {
+        "method": "ngram",
+        "num_speculative_tokens": 3,
+        "prompt_lookup_min": 2,
+        "prompt_lookup_max": 5,
+    }
+    assert configs["self-skip"] == {
+        "method": "self-skip",
+        "num_speculative_tokens": 3,
+        "skip_ratio": 0.2,
+        "guard": True,
+    }
+    assert configs["self-skip-noguard"]["guard"] is False  # the variant's own key wins
+    assert configs["self-skip-noguard"]["skip_ratio"] == 0.2
+
+
+def test_method_labels_are_checked():
+    assert parse_labels("vanilla, self-skip") == ["vanilla", "self-skip"]
+    with pytest.raises(ValueError, match="bogus"):
+        parse_labels("vanilla,bogus")
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["bench", "--out", "x", "--methods", "bogus"])
+    assert set(METHODS) >= {"vanilla", "ngram", "self-skip", "self-skip-noguard", "suffix"}
+
+
+def test_workload_groups_cover_every_prompt_once():
+    workload = Workload([{}] * 5, [1, 2, 4], 8, 0.0, repeats=2)
+    assert [list(g) for g in workload.groups(2)] == [[0, 1], [2, 3], [4]]
+    assert workload.num_generate_calls() == 2 * (5 + 3 + 2)
+
+
+def test_online_commands():
+    spec = speculative_configs(["self-skip"], 4, {})["self-skip"]
+    server = server_command("MODEL", spec, 16, 8123)
+    assert server[:5] == [sys.executable, "-m", "swift_vllm.cli", "serve", "MODEL"]
+    assert server[server.index("--host") + 1] == "127.0.0.1"
+    assert server[server.index("--port") + 1] == "8123"
+    assert server[server.index("--max-num-seqs") + 1] == "16"
+    assert json.loads(server[server.index("--speculative-config") + 1]) == spec
+    assert "--speculative-config" not in server_command("MODEL", None, 16, 8123)
+
+    work = ServeWorkload("MODEL", Path("p.jsonl"), [1, 4], 8, 32, 0.0)
+    bench = bench_command("http://127.0.0.1:8123", "self-skip", 4, work, Path("out"))
+    assert bench[3:6] == ["vllm", "bench", "serve"]
+    assert bench[bench.index("--dataset-name") + 1] == "custom"
+    assert bench[bench.index("--max-concurrency") + 1] == "4"
+    assert bench[bench.index("--result-filename") + 1] == "self-skip_c4.json"
+
+
+def test_online_rows_and_speedups():
+    result = {"output_throughput": 30.0, "median_ttft_ms": 12.0, "unrelated": 1}
+    rows = [
+        row_of("vanilla", 4, {"output_throughput": 20.0}),
+        row_of("self-skip", 4, result),
+        row_of("self-skip", 8, result),
+    ]
+    add_speedups(rows)
+    assert rows[1]["median_ttft_ms"] == 12.0
+    assert "unrelated" not in rows[1]
+    assert [r["speedup"] for r in rows] == [1.0, 1.5, None]
+
+
+@pytest.mark.integration
+def test_bench_command_end_to_end(smollm2, tmp_path):
+    """A tiny real run in a subprocess (its engines stay out of this process)."""
+    out = tmp_path / "bench"
+    command = [sys.executable, "-m", "swift_vllm.cli", "bench", "--model", smollm2]
+    command += ["--methods", "vanilla,self-skip", "--num-prompts", "2", "--max-tokens", "8"]
+    command += ["--batch-sizes", "1,2", "--repeats", "1", "--out", str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    assert results["command"].startswith("swift-vllm bench --model")
+    assert results["errors"] == {}
+    assert results["methods"]["self-skip"]["method"] == "self-skip"
+    rows = {(r["method"], r["batch_size"], r["category"]): r for r in results["results"]}
+    assert {(m, b) for m, b, _ in rows} == {
+        (m, b) for m in ("vanilla", "self-skip") for b in (1, 2)
+    }
+    skip = rows[("self-skip", 1, ALL)]
+    assert skip["output_tokens"] > 0 and skip["speedup"] > 0
+    assert skip["mean_draft_length"] is None or skip["mean_draft_length"] >= 1
+    assert set(results["self_skip_sets"]["self-skip"]) == {"1", "2"}
+    answers = out / "answers"
+    assert len(load_answers(answers / "self-skip_bs1.jsonl")) == 2
+    assert (out / "speedup_by_batch_size.png").exists()
+    assert "speedup" in done.stdout
