@@ -7,6 +7,8 @@ import sys
 
 # Sub-command name -> module in swift_vllm.commands. Each module defines
 # ``add_arguments(parser)`` and ``run(args) -> int`` and a one-line docstring.
+# A module with ``PASS_THROUGH = True`` gets the arguments it does not know
+# in ``args.passthrough`` (they are vLLM's).
 COMMANDS: dict[str, str] = {
     "fetch-model": "fetch_model",
     "serve": "serve",
@@ -15,6 +17,7 @@ COMMANDS: dict[str, str] = {
     "bench": "bench",
     "bench-serve": "bench_serve",
     "speed": "speed",
+    "vllm": "vllm",
 }
 
 
@@ -33,7 +36,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["vllm"]:  # vLLM's own CLI: every argument, --help included, is its
+        from swift_vllm.vllm_compat import run_vllm_cli
+
+        return run_vllm_cli(argv[1:])
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if getattr(args._module, "PASS_THROUGH", False):
+        args.passthrough = unknown
+    elif unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     return args._module.run(args)
 
 

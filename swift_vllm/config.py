@@ -48,6 +48,11 @@ class SelfSkipConfig:
     """Most tokens one self-skip draft may hold; at most, and by default,
     vLLM's ``num_speculative_tokens``."""
 
+    guard: bool = True
+    """Profitability guard: draft only while the measured acceptance and
+    draft / verify step costs predict a speedup at the current batch size
+    (see ``swift_vllm/guard.py``). ``False`` always drafts."""
+
     task: str = "default"
     """Key under which this engine's skip-set search and cache entry live;
     engines serving the same model and task share what they learn."""

@@ -6,17 +6,24 @@ request through the target's own layers, minus the skip set, over the
 target's own paged KV cache: context K/V are exact (written by full-model
 passes) and the drafts' K/V land in the speculative slots that the next
 verification pass overwrites. No second model, no second cache.
+
+Around the drafting, each step also reads off how the previous drafts fared
+(for the statistics, the profitability guard and the search), and, while the
+search optimizes, scores candidate skip sets on the tokens just generated.
 """
 
 import logging
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from swift_vllm.config import SelfSkipConfig
+from swift_vllm.guard import ProfitabilityGuard
 from swift_vllm.layer_skip import skipped_forward
-from swift_vllm.skip_set import SkipSet, default_skip_set
+from swift_vllm.scoring import score_candidates, select_windows
+from swift_vllm.skip_set import SkipSet
 from swift_vllm.stats import DraftStats
 from swift_vllm.vllm_compat import DecoderStack, RunnerView, self_skip_options
 
@@ -24,8 +31,28 @@ logger = logging.getLogger(__name__)
 
 # Below this temperature vLLM samples greedily (it stores 0.0 for greedy).
 _GREEDY_TEMPERATURE = 1e-5
-# Starting skip ratio when the user fixes neither the layers nor the ratio.
-DEFAULT_SKIP_RATIO = 0.2
+
+
+@dataclass(frozen=True)
+class _Round:
+    """What one ``propose`` call did, read back at the next call."""
+
+    req_ids: frozenset[str]
+    drafted: dict[str, int]  # request -> draft tokens proposed
+    skip_set: SkipSet
+    draft_s: float | None  # seconds spent drafting; None if nothing was drafted
+    draft_steps: int
+    ended: float
+
+
+@dataclass(frozen=True)
+class _Verified:
+    """How the previous round's drafts fared in this step's verification."""
+
+    requests: int
+    drafted: int
+    accepted: int
+    rejected: int  # requests whose draft was cut short by a rejection
 
 
 class SelfSkipProposer:
@@ -36,14 +63,14 @@ class SelfSkipProposer:
         self.num_speculative_tokens = vllm_config.speculative_config.num_speculative_tokens
         self.max_draft_len = self.options.max_draft_len or self.num_speculative_tokens
         self.max_model_len = vllm_config.model_config.max_model_len
+        self.model_name = vllm_config.model_config.model
         self.skip_set: SkipSet | None = None  # known once the model is loaded
         self.stats = DraftStats()
+        self._guard = ProfitabilityGuard() if self.options.guard else None
+        self._search = None  # a SearchClient unless the set is fixed
         self._runner: RunnerView | None = None
         self._stack: DecoderStack | None = None
-        # Draft length proposed per request at the last step, to read off
-        # how many were accepted at the next one.
-        self._last_drafts: dict[str, int] = {}
-        self._last_propose_end: float | None = None
+        self._previous: _Round | None = None
 
     def attach_runner(self, runner: RunnerView) -> None:
         """Called by the patched model runner right after it built us."""
@@ -54,21 +81,30 @@ class SelfSkipProposer:
         self._stack = DecoderStack(target_model)
         num_layers = self._stack.num_layers
         self.options.validate(num_layers, self.num_speculative_tokens)
-        self.set_skip_set(self._initial_skip_set(num_layers))
+        if self.options.has_fixed_set:
+            skip = SkipSet(
+                tuple(self.options.attention_skip or ()), tuple(self.options.mlp_skip or ())
+            )
+        else:
+            from swift_vllm.search import SearchClient  # Ray only when searching
+
+            self._search = SearchClient(
+                self.model_name, num_layers, self.options, self.max_draft_len
+            )
+            skip = self._search.current()
+        self.set_skip_set(skip)
+        logger.info(
+            "self-skip drafting skips attention %s and MLP %s%s",
+            skip.attention,
+            skip.mlp,
+            "" if self._search is None else " (to start with; the search refines it)",
+        )
 
     def set_skip_set(self, skip: SkipSet) -> None:
         """Switch the set the next draft uses (between drafting rounds only)."""
+        if skip != self.skip_set:
+            logger.debug("self-skip set: attention %s, MLP %s", skip.attention, skip.mlp)
         self.skip_set = skip
-        logger.info("self-skip drafting skips attention %s and MLP %s", skip.attention, skip.mlp)
-
-    def _initial_skip_set(self, num_layers: int) -> SkipSet:
-        if self.options.has_fixed_set:
-            return SkipSet(
-                attention=tuple(self.options.attention_skip or ()),
-                mlp=tuple(self.options.mlp_skip or ()),
-            )
-        ratio = self.options.skip_ratio
-        return default_skip_set(num_layers, DEFAULT_SKIP_RATIO if ratio is None else ratio)
 
     def propose(
         self,
@@ -88,45 +124,93 @@ class SelfSkipProposer:
         started = time.perf_counter()
         num_reqs = len(sampled_token_ids)
         req_ids = self._runner.req_ids[:num_reqs]
-        if self._count_verified(req_ids, sampled_token_ids):
-            # The runner's verification step ran since our last proposal.
-            self.stats.verify_steps += 1
-            self.stats.verify_seconds += started - self._last_propose_end
-        drafts = self._propose(sampled_token_ids, num_tokens_no_spec, token_ids_cpu)
-        self._last_drafts = {r: len(d) for r, d in zip(req_ids, drafts, strict=True) if d}
-        self._last_propose_end = time.perf_counter()
-        return drafts
+        self._observe(req_ids, sampled_token_ids, started)
 
-    def _count_verified(self, req_ids: list[str], sampled_token_ids: list[list[int]]) -> bool:
-        """Count the acceptance of the previous step's drafts (a request that
-        drafted ``d`` tokens gets ``accepted + 1`` tokens back); False if
-        none of them was verified in this step."""
-        verified = False
-        for req_id, sampled in zip(req_ids, sampled_token_ids, strict=True):
-            drafted = self._last_drafts.get(req_id, 0)
-            if drafted and sampled:
-                verified = True
-                self.stats.drafts += 1
-                self.stats.draft_tokens += drafted
-                self.stats.accepted_tokens += min(len(sampled) - 1, drafted)
-        return verified
-
-    def _propose(
-        self,
-        sampled_token_ids: list[list[int]],
-        num_tokens_no_spec: np.ndarray,
-        token_ids_cpu: np.ndarray,
-    ) -> list[list[int]]:
-        num_reqs = len(sampled_token_ids)
-        drafts: list[list[int]] = [[] for _ in range(num_reqs)]
         lengths = num_tokens_no_spec[:num_reqs].astype(np.int64)
         budgets = np.minimum(self.max_draft_len, self.max_model_len - lengths)
         rows = [i for i in range(num_reqs) if sampled_token_ids[i] and budgets[i] > 0]
-        if not rows:
-            return drafts
-        with torch.inference_mode():
-            self._draft(rows, lengths, budgets, token_ids_cpu, drafts)
+        if self._search is not None:
+            self._search_step(rows, lengths, token_ids_cpu)
+
+        drafts: list[list[int]] = [[] for _ in range(num_reqs)]
+        draft_s, steps = None, 0
+        if rows and (self._guard is None or self._guard.should_draft(len(rows))):
+            draft_started = time.perf_counter()
+            with torch.inference_mode():
+                steps = self._draft(rows, lengths, budgets, token_ids_cpu, drafts)
+            draft_s = time.perf_counter() - draft_started
+            self.stats.draft_steps += steps
+            self.stats.draft_seconds += draft_s
+        elif rows:
+            self.stats.guard_skipped_steps += 1
+        self._previous = _Round(
+            req_ids=frozenset(req_ids),
+            drafted={r: len(d) for r, d in zip(req_ids, drafts, strict=True) if d},
+            skip_set=self.skip_set,
+            draft_s=draft_s,
+            draft_steps=steps,
+            ended=time.perf_counter(),
+        )
         return drafts
+
+    def _observe(self, req_ids: list[str], sampled: list[list[int]], started: float) -> None:
+        """Feed the previous round's outcome to the stats, guard and search."""
+        previous = self._previous
+        if previous is None:
+            return
+        verified = _verified(previous.drafted, req_ids, sampled)
+        step_s = started - previous.ended  # the runner's target step (and its overheads)
+        if verified is not None:
+            self.stats.drafts += verified.requests
+            self.stats.draft_tokens += verified.drafted
+            self.stats.accepted_tokens += verified.accepted
+            self.stats.verify_steps += 1
+            self.stats.verify_seconds += step_s
+        # Only steps that decoded the same requests as the round before
+        # (no prefill mixed in, nobody joined or left) time a step fairly.
+        steady = previous.req_ids == frozenset(req_ids) and all(sampled)
+        if self._guard is not None and steady:
+            if verified is not None:
+                self._guard.observe_verification(1.0 + verified.accepted / verified.requests)
+                self._guard.observe_step(len(req_ids), step_s, previous.draft_s)
+            elif previous.draft_s is None:
+                self._guard.observe_step(len(req_ids), step_s, None)
+        if self._search is not None and verified is not None:
+            self._search.report_acceptance(
+                previous.skip_set,
+                verified.accepted,
+                verified.rejected,
+                previous.draft_s / previous.draft_steps,
+                step_s,
+                len(req_ids),
+            )
+
+    def _search_step(self, rows: list[int], lengths: np.ndarray, token_ids: np.ndarray) -> None:
+        """Take up the search's best set; while it optimizes, score its
+        candidates on the tokens the full model just generated."""
+        self.set_skip_set(self._search.current())
+        windows = select_windows(
+            rows,
+            lengths,
+            self._runner.prompt_lengths(len(lengths)),
+            token_ids,
+            self.options.context_window,
+        )
+        if not windows:
+            return
+        candidates = self._search.candidates()
+        if not candidates:
+            return
+        started = time.perf_counter()
+        with torch.inference_mode():
+            scores = score_candidates(self._runner, self._stack, windows, candidates)
+        seconds = time.perf_counter() - started
+        self.stats.scoring_steps += 1
+        self.stats.scoring_seconds += seconds
+        window_tokens = sum(len(w.inputs) for w in windows)
+        self._search.report_scores(
+            list(zip(candidates, scores, strict=True)), window_tokens, seconds
+        )
 
     def _draft(
         self,
@@ -135,7 +219,13 @@ class SelfSkipProposer:
         budgets: np.ndarray,
         token_ids_cpu: np.ndarray,
         drafts: list[list[int]],
-    ) -> None:
+    ) -> int:
+        """Fill ``drafts`` for ``rows``; return the number of draft forwards.
+
+        Every step runs only the requests still drafting: a request stops at
+        its budget or once the draft's top-1 probability falls below
+        ``stop_threshold`` (the low-confidence token itself is kept).
+        """
         runner, stack = self._runner, self._stack
         device = runner.device
         active = torch.tensor(rows, dtype=torch.long, device=device)
@@ -147,7 +237,6 @@ class SelfSkipProposer:
         temperatures = runner.temperatures(len(drafts))
         draft_probs = None
         for step in range(self.max_draft_len):
-            step_started = time.perf_counter()
             with runner.forward_context(active, positions):
                 hidden = skipped_forward(stack, input_ids, positions, self.skip_set)
                 logits = stack.logits(hidden).float()
@@ -163,18 +252,28 @@ class SelfSkipProposer:
                 draft_probs[active, step] = probs
             for row, token in zip(active.tolist(), tokens.tolist(), strict=True):
                 drafts[row].append(token)
-            self.stats.draft_steps += 1
-            self.stats.draft_seconds += time.perf_counter() - step_started
             keep = (confidence >= self.options.stop_threshold) & (budget[active] > step + 1)
             if not bool(keep.any()):
                 break
-            active, positions, input_ids = (
-                active[keep],
-                positions[keep] + 1,
-                tokens[keep],
-            )
+            active, positions, input_ids = active[keep], positions[keep] + 1, tokens[keep]
         if draft_probs is not None:
             runner.set_draft_probs(draft_probs, runner.req_ids)
+        return step + 1
+
+
+def _verified(
+    drafted: dict[str, int], req_ids: list[str], sampled: list[list[int]]
+) -> _Verified | None:
+    """Acceptance of last round's drafts: a request that drafted ``d`` tokens
+    gets ``accepted + 1`` tokens back. None if none of them was verified."""
+    requests = total = accepted = rejected = 0
+    for req_id, tokens in zip(req_ids, sampled, strict=True):
+        count = drafted.get(req_id, 0)
+        if count and tokens:
+            took = min(len(tokens) - 1, count)
+            requests, total, accepted = requests + 1, total + count, accepted + took
+            rejected += took < count
+    return _Verified(requests, total, accepted, rejected) if requests else None
 
 
 def _sample(logits: torch.Tensor, temperatures: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -14,6 +14,9 @@ class DraftStats:
     draft_seconds: float = 0.0
     verify_steps: int = 0  # target forwards between two proposals
     verify_seconds: float = 0.0
+    guard_skipped_steps: int = 0  # steps the profitability guard did not draft
+    scoring_steps: int = 0  # candidate-scoring forwards of the search
+    scoring_seconds: float = 0.0
 
     def __sub__(self, other: "DraftStats") -> "DraftStats":
         return DraftStats(

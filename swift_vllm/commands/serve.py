@@ -7,12 +7,12 @@ other argument to ``vllm serve`` unchanged.
 
 import argparse
 import json
-import os
-import sys
 
 from swift_vllm.config import METHOD_ALIAS, METHOD_NAME
+from swift_vllm.vllm_compat import run_vllm_cli
 
 DEFAULT_NUM_SPECULATIVE_TOKENS = 4
+PASS_THROUGH = True  # every other argument goes to `vllm serve`
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,12 +31,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=json.loads,
         help="JSON merged into the speculative config (self-skip options go here)",
     )
-    parser.add_argument("vllm_args", nargs=argparse.REMAINDER, help="passed to `vllm serve`")
 
 
 def build_vllm_argv(args: argparse.Namespace) -> list[str]:
     """The ``vllm serve`` command line for these arguments."""
-    argv = ["serve", args.model, *args.vllm_args]
+    argv = ["serve", args.model, *args.passthrough]
     spec = dict(args.speculative_config or {})
     if args.speculative_model is not None:
         if args.speculative_model not in (METHOD_ALIAS, METHOD_NAME):
@@ -55,7 +54,6 @@ def build_vllm_argv(args: argparse.Namespace) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    argv = [sys.executable, "-m", "vllm.entrypoints.cli.main", *build_vllm_argv(args)]
-    print("exec:", " ".join(argv[2:]), flush=True)
-    os.execv(sys.executable, argv)
-    return 0  # not reached
+    argv = build_vllm_argv(args)
+    print("vllm", " ".join(argv), flush=True)
+    return run_vllm_cli(argv)

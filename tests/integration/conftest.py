@@ -9,10 +9,13 @@ from swift_vllm.stats import DraftStats
 from swift_vllm.vllm_compat import WORKER_EXTENSION
 
 NUM_SPECULATIVE_TOKENS = 4
+# A fixed set (no search) that the tests switch through RPC, and no guard:
+# these tests exercise drafting and verification whether or not it pays.
 SELF_SKIP_CONFIG = {
     "method": "self-skip",
     "num_speculative_tokens": NUM_SPECULATIVE_TOKENS,
-    "skip_ratio": 0.1,
+    "mlp_skip": [24, 25, 26, 27],
+    "guard": False,
 }
 
 
@@ -58,3 +61,14 @@ def dev_questions() -> list[dict]:
 @pytest.fixture(scope="session")
 def dev_prompts(plain_engine, dev_questions) -> list[str]:
     return chat_prompts(plain_engine.llm, dev_questions)
+
+
+@pytest.fixture(scope="session")
+def skip_sets() -> dict[str, dict[str, list[int]]]:
+    """A reasonable set (MLP of a few late layers) and a poor one (a third of
+    all sub-layers, attention included): the poor one is rejected most of
+    the time, which exercises the rejection and KV-overwrite paths hardest."""
+    return {
+        "reasonable": {"attention": [], "mlp": [24, 25, 26, 27]},
+        "poor": {"attention": list(range(2, 29, 3)), "mlp": list(range(1, 28, 3))},
+    }

@@ -16,8 +16,6 @@ import pytest
 from scipy.stats import chi2_contingency
 from vllm import SamplingParams
 
-from .test_lossless import SKIP_SETS
-
 pytestmark = pytest.mark.integration
 
 NUM_SAMPLES = 400
@@ -55,8 +53,8 @@ def prompt(plain_engine) -> str:
     )
 
 
-def test_sampling_keeps_the_distribution(plain_engine, self_skip_engine, prompt):
-    skip = SKIP_SETS["poor"]
+def test_sampling_keeps_the_distribution(plain_engine, self_skip_engine, prompt, skip_sets):
+    skip = skip_sets["poor"]
     self_skip_engine.llm.collective_rpc("self_skip_set", args=(skip["attention"], skip["mlp"]))
     plain = _samples(plain_engine.llm, prompt, 1.0)
     before = self_skip_engine.draft_stats()

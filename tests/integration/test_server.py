@@ -134,7 +134,7 @@ def test_served_self_skip_matches_plain_server(smollm2, tmp_path):
         "--speculative-config",
         '{"skip_ratio": 0.1}',
     ]
-    plain = [sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", smollm2]
+    plain = [sys.executable, "-m", "swift_vllm.cli", "serve", smollm2]
     with _server(plain, tmp_path / "plain.log") as plain_base:
         plain_answers = _answers(plain_base, smollm2)
     with _server(swift, tmp_path / "swift.log") as swift_base:
