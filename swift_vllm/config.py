@@ -72,6 +72,12 @@ class SelfSkipConfig:
     besides the current best (re-scored on the same window as the baseline
     the newcomers are compared with)."""
 
+    opt_time_share: float = 0.25
+    """Most of the wall time, since this engine started optimizing, that
+    scoring may take, in (0, 1]. Scoring runs inside a decoding step: on
+    CPUs, where a forward over a window costs about as much compute as that
+    many decode steps, this keeps serving going while the search runs."""
+
     max_opt_iter: int = 1000
     """The optimization phase ends after this many scored candidates."""
 
@@ -176,6 +182,8 @@ class SelfSkipConfig:
             raise ValueError(f"context_window must be an integer >= 2, got {self.context_window!r}")
         if not 0.0 < self.max_score <= 1.0:
             raise ValueError(f"max_score must be in (0, 1], got {self.max_score}")
+        if not 0.0 < self.opt_time_share <= 1.0:
+            raise ValueError(f"opt_time_share must be in (0, 1], got {self.opt_time_share}")
         if not 0.0 < self.restart_drop <= 1.0:
             raise ValueError(f"restart_drop must be in (0, 1], got {self.restart_drop}")
         if not self.adaptive_ratios or not all(0.0 < r < 1.0 for r in self.adaptive_ratios):

@@ -31,6 +31,9 @@ logger = logging.getLogger(__name__)
 
 # Below this temperature vLLM samples greedily (it stores 0.0 for greedy).
 _GREEDY_TEMPERATURE = 1e-5
+# Idle time earns scoring time only up to this much, so a search that
+# restarts after a quiet hour does not score in one long burst.
+_MAX_SCORING_CREDIT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,11 @@ class SelfSkipProposer:
         self._runner: RunnerView | None = None
         self._stack: DecoderStack | None = None
         self._previous: _Round | None = None
+        # Token bucket for scoring time: it fills at opt_time_share seconds
+        # per wall second (up to _MAX_SCORING_CREDIT_S) and each scoring
+        # forward spends its duration.
+        self._scoring_credit = 0.0
+        self._credit_updated: float | None = None
 
     def attach_runner(self, runner: RunnerView) -> None:
         """Called by the patched model runner right after it built us."""
@@ -196,7 +204,7 @@ class SelfSkipProposer:
             token_ids,
             self.options.context_window,
         )
-        if not windows:
+        if not windows or not self._scoring_within_budget():
             return
         candidates = self._search.candidates()
         if not candidates:
@@ -205,12 +213,22 @@ class SelfSkipProposer:
         with torch.inference_mode():
             scores = score_candidates(self._runner, self._stack, windows, candidates)
         seconds = time.perf_counter() - started
+        self._scoring_credit -= seconds
         self.stats.scoring_steps += 1
         self.stats.scoring_seconds += seconds
         window_tokens = sum(len(w.inputs) for w in windows)
         self._search.report_scores(
             list(zip(candidates, scores, strict=True)), window_tokens, seconds
         )
+
+    def _scoring_within_budget(self) -> bool:
+        """Scoring's share of the wall time stays under ``opt_time_share``."""
+        now = time.perf_counter()
+        if self._credit_updated is not None:
+            earned = self.options.opt_time_share * (now - self._credit_updated)
+            self._scoring_credit = min(self._scoring_credit + earned, _MAX_SCORING_CREDIT_S)
+        self._credit_updated = now
+        return self._scoring_credit >= 0.0
 
     def _draft(
         self,
