@@ -171,7 +171,9 @@ def test_adaptive_ratio_maximises_predicted_speedup():
     assert best not in (6, 25)  # an interior optimum: the test means something
     assert searcher.target_size == best
     assert searcher.incumbent().size == best
-    assert searcher.predicted_speedup(best) == pytest.approx(predicted[best], rel=1e-6)
+    assert searcher.predicted_speedup(best) == max(
+        searcher.predicted_speedup(k) for k in searcher.sizes
+    )
     status = searcher.status()
     assert status["adaptive"] and status["skipped"] == best
     assert status["by_ratio"][0.304]["skipped"] == best

@@ -193,7 +193,7 @@ class SearchClient:
         with self._lock:
             self._submit(
                 lambda actor: actor.report_scores.remote(
-                    self.key, list(scores), window_tokens, scoring_s
+                    self.key, [(s, float(v)) for s, v in scores], window_tokens, scoring_s
                 )
             )
             self._request_candidates()

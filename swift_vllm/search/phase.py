@@ -1,7 +1,7 @@
 """The switch between SWIFT's optimization and acceleration phases."""
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 
 
@@ -42,14 +42,17 @@ class PhaseTracker:
     reason: str = "cold start"
     """Why the current phase began."""
     optimizing_s: float = 0.0
-    """Wall time spent in finished optimization phases."""
+    """Wall time spent in finished optimization phases, each from its first
+    scored candidate (not from engine start-up) to its stop."""
     last_acceptance: float | None = None
     """Acceptance over the last complete block of verified draft tokens."""
-    _phase_start: float = field(default_factory=time.monotonic)
+    _optimizing_since: float | None = None
     _block_accepted: int = 0
     _block_checked: int = 0
 
     def record_iteration(self, improved: bool) -> None:
+        if self._optimizing_since is None:
+            self._optimizing_since = time.monotonic()
         self.iterations += 1
         self.total_iterations += 1
         self.since_improvement = 0 if improved else self.since_improvement + 1
@@ -70,7 +73,7 @@ class PhaseTracker:
             reason = f"max_opt_iter ({self.max_opt_iter}) candidates scored"
         else:
             return False
-        self.optimizing_s += time.monotonic() - self._phase_start
+        self.optimizing_s = self.optimizing_seconds()
         self.enter(Phase.ACCELERATING, reason)
         return True
 
@@ -100,11 +103,12 @@ class PhaseTracker:
 
     def optimizing_seconds(self) -> float:
         """Wall time spent optimizing, the current phase included."""
-        running = self.phase is Phase.OPTIMIZING
-        return self.optimizing_s + (time.monotonic() - self._phase_start) * running
+        if self._optimizing_since is None:
+            return self.optimizing_s
+        return self.optimizing_s + time.monotonic() - self._optimizing_since
 
     def enter(self, phase: Phase, reason: str) -> None:
         self.phase, self.reason = phase, reason
         self.iterations = self.since_improvement = 0
-        self._phase_start = time.monotonic()
+        self._optimizing_since = None
         self._block_accepted = self._block_checked = 0

@@ -4,18 +4,24 @@ Scores are matchness on whatever window the proposer had, and windows differ
 a lot in difficulty. The current best set (the incumbent) is handed out with
 every batch of candidates, so each batch carries a set with a known mean;
 the others' scores are corrected by its deviation on that window (a control
-variate), which makes sets scored on different windows comparable. A set's
-value is the mean of its corrected scores; the incumbent is the best-valued
-set of the target size.
+variate), which makes sets scored on different windows comparable. Sets are
+ranked by their mean corrected score less one standard error, so a set
+lucky on one window does not displace one measured on many.
 
-Fixed ratio: the target size is ``round(skip_ratio * 2(L-2))``. Adaptive
-ratio: every size of ``adaptive_ratios`` is probed, and the target is the
-size whose best set predicts the highest speedup (``speedup.py``) from its
-matchness and the measured draft/verify cost; random candidates then mostly
-use the target size, some a neighbouring one.
+Fixed ratio: the target size is ``round(skip_ratio * 2(L-2))``; candidates
+are random sets of that size, every ``bayes_interval``-th from the GP.
+Adaptive ratio: every size of ``adaptive_ratios`` is probed, and the target
+is the size whose best set predicts the highest speedup (``speedup.py``)
+from its matchness and the measured draft/verify cost. Good sets at one
+size are the best evidence for the next, so besides random and Bayesian
+candidates at the target, the search tries the incumbent grown or shrunk
+to the neighbouring sizes, points the GP at those sizes in turn, and
+re-scores a neighbouring size's best until it is measured well enough to
+take over. That is how the ratio climbs (or falls) to its best value.
 """
 
 import logging
+import math
 import random
 import time
 from collections import Counter
@@ -26,7 +32,7 @@ from botorch.exceptions.errors import BotorchError, ModelFittingError
 from swift_vllm.config import SelfSkipConfig
 from swift_vllm.search import bayes
 from swift_vllm.search.cache import CacheEntry
-from swift_vllm.search.phase import Phase, PhaseTracker
+from swift_vllm.search.phase import MIN_WINDOWS_TO_STOP, Phase, PhaseTracker
 from swift_vllm.search.speedup import CostModel, best_speedup
 from swift_vllm.skip_set import SkipSet, default_skip_set, num_skippable
 
@@ -36,7 +42,7 @@ logger = logging.getLogger(__name__)
 # draft badly at the reference's 0.45, well at 0.2).
 ADAPTIVE_START_RATIO = 0.2
 # Adaptive ratio: random candidates per size before sizes are compared, and
-# the share of later random candidates at a size next to the target.
+# the share of later random candidates that resize the incumbent instead.
 PROBES_PER_SIZE = 4
 NEIGHBOUR_SHARE = 0.25
 # The GP trains on at most this many sets (the best, then the latest): exact
@@ -55,8 +61,10 @@ def _rounded(value: float) -> float:
 class Candidate(NamedTuple):
     skip_set: SkipSet
     origin: str
-    """``incumbent`` (the best so far, re-scored as the baseline), ``random``
-    or ``bayes``."""
+    """``incumbent`` (the best so far, re-scored as the baseline), ``random``,
+    ``bayes``; with an adaptive ratio also ``neighbour`` (the incumbent
+    resized to a neighbouring size) and ``recheck`` (a neighbouring size's
+    best, scored again)."""
 
 
 def starting_set(num_layers: int, config: SelfSkipConfig) -> SkipSet:
@@ -101,6 +109,8 @@ class Searcher:
         self.batch_size: int | None = None
         self._rng = random.Random(seed)
         self._scores: dict[SkipSet, list[float]] = {}
+        self._window_noise = 0.5 / math.sqrt(config.context_window)
+        """Standard deviation of one window's matchness, at most (binomial)."""
         self._probes: Counter[int] = Counter()
 
         if cached is not None and self._fits(cached.skip_set, "cached"):
@@ -134,7 +144,13 @@ class Searcher:
             return []
         started = time.perf_counter()
         candidates = [Candidate(self.incumbent(), "incumbent")]
-        for _ in range(count):
+        # Adaptive ratio: a neighbouring size's best, scored on too few
+        # windows to compare sizes fairly, is scored again.
+        for size in self._neighbours():
+            best = max((s for s in self._scores if s.size == size), key=self._rank, default=None)
+            if best is not None and len(self._scores[best]) < MIN_WINDOWS_TO_STOP:
+                candidates.append(Candidate(best, "recheck"))
+        for _ in range(count - len(candidates) + 1):
             self.proposed += 1
             candidate = None
             if (
@@ -143,9 +159,7 @@ class Searcher:
             ):
                 candidate = self._bayes_candidate()
             if candidate is None:
-                size = self._random_size()
-                vector = bayes.random_vector(self.dims, size, self._rng)
-                candidate = Candidate(SkipSet.from_vector(vector, self.num_layers), "random")
+                candidate = self._random_candidate()
             self._probes[candidate.skip_set.size] += 1
             candidates.append(candidate)
         self.search_s += time.perf_counter() - started
@@ -162,23 +176,35 @@ class Searcher:
         if self.phase.phase is not Phase.OPTIMIZING or not scores or window_tokens < 1:
             return
         self.windows_scored += 1
+        self._window_noise = 0.5 / math.sqrt(window_tokens)
         anchor = max(
             (s for s, _ in scores if s in self._scores),
             key=lambda s: len(self._scores[s]),
             default=None,
         )
         offset = 0.0 if anchor is None else self.score(anchor) - dict(scores)[anchor]
+        best = self._best_speedup()
         for skip_set, raw in scores:
             if skip_set == anchor:
                 self._scores[skip_set].append(raw)
                 continue
             value = raw + offset
-            best = self._best_score(skip_set.size)
             self._scores.setdefault(skip_set, []).append(value)
-            self.phase.record_iteration(improved=best is None or _rounded(value) > _rounded(best))
+            # Improving means a better predicted speedup: with a fixed ratio
+            # that is a better matchness; with an adaptive one, a better
+            # set at a worse size is no progress.
+            speedup = self._speedup(self._estimate(skip_set), skip_set.size)
+            self.phase.record_iteration(improved=best is None or _rounded(speedup) > _rounded(best))
+            best = speedup if best is None else max(best, speedup)
         self._retarget()
         incumbent = self.incumbent()
-        self.phase.maybe_stop(self.score(incumbent), len(self._scores.get(incumbent, ())))
+        # With an adaptive ratio, matchness above max_score says "skip more",
+        # not "stop": it ends the search only at the largest ratio.
+        at_largest = incumbent.size == self.sizes[-1]
+        self.phase.maybe_stop(
+            self.score(incumbent) if at_largest else None,
+            len(self._scores.get(incumbent, ())),
+        )
 
     def report_acceptance(
         self,
@@ -204,17 +230,16 @@ class Searcher:
             self._start = incumbent
 
     def predicted_speedup(self, size: int) -> float | None:
-        best = self._best_score(size)
-        if best is None:
-            return None
-        return best_speedup(best, self.costs.cost_ratio(size), self.draft_len)
+        """Of the best set of ``size`` scored so far."""
+        best = self._best_estimate(size)
+        return None if best is None else self._speedup(best, size)
 
     def status(self) -> dict:
         incumbent = self.incumbent()
         by_ratio = {
             round(size / self.dims, 3): {
                 "skipped": size,
-                "best_matchness": self._best_score(size),
+                "matchness_estimate": self._best_estimate(size),
                 "cost_ratio": round(self.costs.cost_ratio(size), 4),
                 "predicted_speedup": self.predicted_speedup(size),
             }
@@ -259,31 +284,74 @@ class Searcher:
         )
         return False
 
-    def _rank(self, skip_set: SkipSet) -> tuple[float, int]:
-        """Best value first; on a tie (matchness comes in steps of 1/window,
-        so ties are common) the set scored on more windows, not a newcomer."""
-        return _rounded(self.score(skip_set)), len(self._scores[skip_set])
+    def _estimate(self, skip_set: SkipSet) -> float:
+        """A set's matchness, discounted by one standard error: the best of
+        many sets scored once is mostly the luckiest, and without the
+        discount lucky newcomers would keep displacing a well-measured set
+        (and make the most-sampled ratio look best)."""
+        scores = self._scores[skip_set]
+        return sum(scores) / len(scores) - self._window_noise / math.sqrt(len(scores))
 
-    def _best_score(self, size: int) -> float | None:
-        return max((self.score(s) for s in self._scores if s.size == size), default=None)
+    def _rank(self, skip_set: SkipSet) -> tuple[float, int]:
+        """Best estimate first; on a tie (matchness comes in steps of
+        1/window, so ties are common) the set scored on more windows."""
+        return _rounded(self._estimate(skip_set)), len(self._scores[skip_set])
+
+    def _best_estimate(self, size: int) -> float | None:
+        return max((self._estimate(s) for s in self._scores if s.size == size), default=None)
+
+    def _speedup(self, matchness: float, size: int) -> float:
+        return best_speedup(matchness, self.costs.cost_ratio(size), self.draft_len)
+
+    def _predicted_by_size(self) -> dict[int, float]:
+        predicted = {size: self.predicted_speedup(size) for size in self.sizes}
+        return {size: p for size, p in predicted.items() if p is not None}
+
+    def _best_speedup(self) -> float | None:
+        return max(self._predicted_by_size().values(), default=None)
 
     def _retarget(self) -> None:
         """Adaptive ratio, while optimizing: aim at the best predicted size."""
         if self.phase.phase is not Phase.OPTIMIZING:
             return
-        predicted = {size: self.predicted_speedup(size) for size in self.sizes}
-        known = {size: p for size, p in predicted.items() if p is not None}
-        if known:
-            self.target_size = max(known, key=known.__getitem__)
+        predicted = self._predicted_by_size()
+        if predicted:
+            self.target_size = max(predicted, key=predicted.__getitem__)
 
-    def _random_size(self) -> int:
+    def _random_candidate(self) -> Candidate:
+        """A uniformly random set of the target size (or of a size not yet
+        probed enough); with an adaptive ratio, sometimes the incumbent grown
+        or shrunk to a neighbouring size, so that good sets found at one
+        size seed the next and the ratio can climb."""
         under_probed = [s for s in self.sizes if self._probes[s] < PROBES_PER_SIZE]
         if under_probed:
-            return min(under_probed, key=self._probes.__getitem__)
+            size = min(under_probed, key=self._probes.__getitem__)
+        elif self._neighbours() and self._rng.random() < NEIGHBOUR_SHARE:
+            size = self._rng.choice(self._neighbours())
+            return Candidate(self._resized(self.incumbent(), size), "neighbour")
+        else:
+            size = self.target_size
+        vector = bayes.random_vector(self.dims, size, self._rng)
+        return Candidate(SkipSet.from_vector(vector, self.num_layers), "random")
+
+    def _neighbours(self) -> list[int]:
+        """The sizes next to the target's in the adaptive grid."""
         index = self.sizes.index(self.target_size)
-        if self._rng.random() < NEIGHBOUR_SHARE:
-            index += self._rng.choice((-1, 1))
-        return self.sizes[min(max(index, 0), len(self.sizes) - 1)]
+        return self.sizes[max(index - 1, 0) : index] + self.sizes[index + 1 : index + 2]
+
+    def _resized(self, skip_set: SkipSet, size: int) -> SkipSet:
+        """``skip_set`` with random sub-layers added or removed to ``size``."""
+        vector = skip_set.to_vector(self.num_layers)
+        on = [i for i, bit in enumerate(vector) if bit]
+        off = [i for i, bit in enumerate(vector) if not bit]
+        flip = (
+            self._rng.sample(off, size - len(on))
+            if size > len(on)
+            else self._rng.sample(on, len(on) - size)
+        )
+        for i in flip:
+            vector[i] = 1 - vector[i]
+        return SkipSet.from_vector(vector, self.num_layers)
 
     def _bayes_candidate(self) -> Candidate | None:
         ranked = sorted(self._scores, key=self.score, reverse=True)
@@ -291,11 +359,15 @@ class Searcher:
         chosen = set(best)
         latest = [s for s in reversed(self._scores) if s not in chosen]
         train = best + latest[: GP_MAX_POINTS - len(best)]
+        # Adaptive ratio: take turns between the target size and its
+        # neighbours; the GP, trained on every size, knows which sub-layers
+        # are cheap to skip, which random resizing does not.
+        sizes = [self.target_size, *self._neighbours()]
         try:
             vector = bayes.suggest(
                 [s.to_vector(self.num_layers) for s in train],
                 [self.score(s) for s in train],
-                self.target_size,
+                sizes[self.bayes_proposed % len(sizes)],
                 self._rng,
             )
         except (RuntimeError, ValueError, BotorchError, ModelFittingError) as exc:

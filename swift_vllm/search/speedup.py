@@ -77,4 +77,4 @@ class CostModel:
         else:  # one size, or noise: fall back to cost proportional to work
             draft = seconds.mean() * running / (self.num_sublayers - sizes.mean())
         # A draft step never costs nothing (embedding, LM head, sampling).
-        return max(draft, 0.05 * seconds.min()) / self.verify_s
+        return float(max(draft, 0.05 * seconds.min()) / self.verify_s)
