@@ -354,10 +354,12 @@ class SearchClient:
                 self._actor = actor
                 self._applied = self._submitted
                 self._snapshot = snapshot
+                # Under the same lock: a loss noticed from now on reconnects.
+                self._connecting = False
                 if self._warned:
                     self._warned = False
                     logger.info("skip-set search actor reached again (%s)", self.key)
-                break
+            return
         with self._lock:
             self._connecting = False
 
