@@ -53,31 +53,37 @@ LOCAL_OBJECT_STORE_BYTES = 128 * 2**20
 T = TypeVar("T")
 
 
+def _join_ray() -> None:
+    """Join ``$RAY_ADDRESS``, else a cluster running on this machine;
+    ``ConnectionError`` if there is none. Output is not forwarded and
+    logging is left alone (we may be inside a vLLM worker)."""
+    ray.init(
+        address=os.environ.get("RAY_ADDRESS", "auto"),
+        namespace=NAMESPACE,
+        ignore_reinit_error=True,
+        log_to_driver=False,
+        configure_logging=False,
+    )
+
+
 def connect_ray() -> None:
-    """Join ``$RAY_ADDRESS``, else a cluster running on this machine, else
-    start a small local one. Safe inside vLLM workers: output is not
-    forwarded and logging is left alone."""
+    """Join a Ray cluster (see ``_join_ray``), or start a small local one
+    unless ``$RAY_ADDRESS`` names a cluster."""
     if ray.is_initialized():
         return
-    options: dict[str, Any] = {
-        "namespace": NAMESPACE,
-        "ignore_reinit_error": True,
-        "log_to_driver": False,
-        "configure_logging": False,
-    }
-    address = os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, **options)
-        return
     try:
-        ray.init(address="auto", **options)
+        _join_ray()
     except ConnectionError:
+        if os.environ.get("RAY_ADDRESS"):
+            raise
         ray.init(
             address="local",
+            namespace=NAMESPACE,
             num_cpus=1,
             include_dashboard=False,
             object_store_memory=LOCAL_OBJECT_STORE_BYTES,
-            **options,
+            log_to_driver=False,
+            configure_logging=False,
         )
 
 
@@ -94,12 +100,7 @@ def status(timeout_s: float = 10.0) -> dict[str, dict]:
     Empty when no Ray cluster or no search actor runs; starts neither."""
     if not ray.is_initialized():
         try:
-            ray.init(
-                address=os.environ.get("RAY_ADDRESS", "auto"),
-                namespace=NAMESPACE,
-                log_to_driver=False,
-                configure_logging=False,
-            )
+            _join_ray()
         except ConnectionError:
             return {}
     try:
