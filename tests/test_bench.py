@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from swift_vllm.bench.methods import METHODS, parse_labels, speculative_configs
+from swift_vllm.bench.methods import METHODS, notes, parse_labels, speculative_configs
 from swift_vllm.bench.offline import Workload, write_answers
 from swift_vllm.bench.online import (
     ServeWorkload,
@@ -115,6 +115,7 @@ def test_prediction_from_proposer_stats(groups):
     )
     row = _row(summarize(groups, {("self-skip", 1): stats}), "self-skip", 1)
     assert row["cost_ratio"] == pytest.approx(0.25)
+    assert row["proposer"]["draft_seconds"] == 2.0
     # a = 0.5, g = 2, c = 0.25: (1 - 0.5^3) / (0.5 * 1.5)
     assert row["predicted_speedup"] == pytest.approx(0.875 / 0.75)
     assert "predicted_speedup" not in _row(summarize(groups), "self-skip", 1)
@@ -261,6 +262,8 @@ def test_method_configs():
     }
     assert configs["self-skip-noguard"]["guard"] is False  # the variant's own key wins
     assert configs["self-skip-noguard"]["skip_ratio"] == 0.2
+    assert any("prompt_lookup_min 2" in note for note in notes(["vanilla", "ngram"]))
+    assert not any("ngram" in note for note in notes(["vanilla", "self-skip"]))
 
 
 def test_method_labels_are_checked():
@@ -298,6 +301,7 @@ def test_online_commands():
 
 def test_online_rows_and_speedups():
     result = {"output_throughput": 30.0, "median_ttft_ms": 12.0, "unrelated": 1}
+    result |= {"spec_decode_acceptance_rate": 75.0, "spec_decode_acceptance_length": 2.5}
     rows = [
         row_of("vanilla", 4, {"output_throughput": 20.0}),
         row_of("self-skip", 4, result),
@@ -306,6 +310,8 @@ def test_online_rows_and_speedups():
     add_speedups(rows)
     assert rows[1]["median_ttft_ms"] == 12.0
     assert "unrelated" not in rows[1]
+    assert (rows[1]["acceptance_rate"], rows[1]["acceptance_length"]) == (0.75, 2.5)
+    assert rows[0]["acceptance_rate"] is None
     assert [r["speedup"] for r in rows] == [1.0, 1.5, None]
 
 

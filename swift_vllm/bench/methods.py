@@ -20,11 +20,11 @@ METHODS: dict[str, dict[str, Any] | None] = {
     "suffix": {"method": "suffix"},
 }
 
-NOTES = [
-    "ngram: vLLM's n-gram prompt lookup with its defaults except "
+NOTES = {
+    "ngram": "ngram: vLLM's n-gram prompt lookup with its defaults except "
     "prompt_lookup_min 2, prompt_lookup_max 5",
-    "every speculative method uses the same num_speculative_tokens",
-]
+    "self-skip-noguard": "self-skip-noguard: self-skip with the profitability guard off",
+}
 
 
 def parse_labels(text: str) -> list[str]:
@@ -51,6 +51,13 @@ def speculative_configs(
         extra = self_skip_options if base["method"] == METHOD_NAME else {}
         configs[label] = {"num_speculative_tokens": num_speculative_tokens} | extra | base
     return configs
+
+
+def notes(labels: list[str]) -> list[str]:
+    """What a reader of these methods' results should know about their settings."""
+    return [NOTES[label] for label in labels if label in NOTES] + [
+        "every speculative method uses the same num_speculative_tokens"
+    ]
 
 
 def is_self_skip(config: dict[str, Any] | None) -> bool:

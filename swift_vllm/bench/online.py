@@ -42,8 +42,6 @@ METRICS = [
         for metric in ("ttft", "tpot", "itl", "e2el")
         for stat in ("mean", "median", "p99")
     ),
-    "spec_decode_acceptance_rate",
-    "spec_decode_acceptance_length",
 ]
 
 
@@ -187,8 +185,17 @@ def run_method(
 
 
 def row_of(label: str, concurrency: int, result: dict[str, Any]) -> dict[str, Any]:
-    """The kept metrics of one ``vllm bench serve`` result JSON."""
-    return {"method": label, "concurrency": concurrency} | {key: result.get(key) for key in METRICS}
+    """The kept metrics of one ``vllm bench serve`` result JSON; acceptance as
+    a fraction, like the offline results (vLLM reports a percentage)."""
+    rate = result.get("spec_decode_acceptance_rate")
+    return (
+        {"method": label, "concurrency": concurrency}
+        | {key: result.get(key) for key in METRICS}
+        | {
+            "acceptance_rate": None if rate is None else rate / 100,
+            "acceptance_length": result.get("spec_decode_acceptance_length"),
+        }
+    )
 
 
 def add_speedups(rows: list[dict[str, Any]]) -> None:

@@ -90,18 +90,20 @@ def summarize(
     return rows
 
 
-def _prediction(stats: DraftStats) -> dict[str, float | None]:
-    """Cost ratio and predicted speedup from the proposer's own measurements."""
+def _prediction(stats: DraftStats) -> dict[str, Any]:
+    """The proposer's own counters (draft, verify and search-scoring time, steps
+    the guard skipped), its cost ratio and the speedup predicted from them."""
     # Imported here: the search package pulls in Ray, which `speed` never needs.
     from swift_vllm.search.speedup import expected_speedup
 
     draft_step = _ratio(stats.draft_seconds, stats.draft_steps)
     verify_step = _ratio(stats.verify_seconds, stats.verify_steps)
+    measured = {"proposer": stats.to_dict()}
     if not draft_step or not verify_step or not stats.drafts:
-        return {"cost_ratio": None, "predicted_speedup": None}
+        return measured | {"cost_ratio": None, "predicted_speedup": None}
     cost_ratio = draft_step / verify_step
     draft_len = stats.draft_tokens / stats.drafts
-    return {
+    return measured | {
         "cost_ratio": cost_ratio,
         "predicted_speedup": expected_speedup(stats.acceptance_rate, draft_len, cost_ratio),
     }

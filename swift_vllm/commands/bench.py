@@ -24,13 +24,14 @@ from swift_vllm.bench import methods as bench_methods
 from swift_vllm.bench.offline import (
     MethodRun,
     Workload,
+    engine_overrides,
     run_method,
     select_questions,
     write_answers,
 )
 from swift_vllm.bench.plots import write_plots
 from swift_vllm.bench.report import category_table, overall_table, summarize, write_results
-from swift_vllm.engine import ENGINE_DEFAULTS
+from swift_vllm.engine import DEV_PROMPTS, ENGINE_DEFAULTS
 from swift_vllm.models import KNOWN_MODELS, fetch_model
 
 logger = logging.getLogger(__name__)
@@ -94,11 +95,32 @@ def environment() -> dict[str, str]:
     }
 
 
-def run(args: argparse.Namespace) -> int:
+def method_configs(args: argparse.Namespace) -> dict[str, dict | None]:
+    """The selected methods' speculative configs, vanilla first (the baseline)."""
     labels = list(dict.fromkeys([bench_methods.BASELINE, *args.methods]))
-    configs = bench_methods.speculative_configs(
+    return bench_methods.speculative_configs(
         labels, args.num_speculative_tokens, args.speculative_config
     )
+
+
+def common_meta(args: argparse.Namespace, model: str, configs: dict) -> dict:
+    """What every results file records: the command, data, methods and machine."""
+    return {
+        "command": shlex.join(["swift-vllm", *sys.argv[1:]]),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "model": model,
+        "dataset": args.dataset or f"packaged dev set ({DEV_PROMPTS.name})",
+        "max_tokens": args.max_tokens,
+        "temperature": args.temperature,
+        "methods": configs,
+        "notes": bench_methods.notes(list(configs)),
+        "environment": environment(),
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    configs = method_configs(args)
+    labels = list(configs)
     model = resolve_model(args.model)
     workload = Workload(
         questions=select_questions(args.dataset, args.num_prompts),
@@ -124,29 +146,19 @@ def run(args: argparse.Namespace) -> int:
     groups = [group for run in runs.values() for group in run.groups]
     proposer = {key: s for run in runs.values() for key, s in run.proposer_stats.items()}
     rows = summarize(groups, proposer)
-    meta = {
-        "command": shlex.join(["swift-vllm", *sys.argv[1:]]),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "model": model,
-        "dataset": args.dataset or "swift_vllm/data/spec_bench_dev.jsonl",
+    meta = common_meta(args, model, configs) | {
         "num_prompts": len(workload.questions),
         "batch_sizes": workload.batch_sizes,
-        "max_tokens": workload.max_tokens,
-        "temperature": workload.temperature,
         "repeats": workload.repeats,
         "ignore_eos": workload.ignore_eos,
-        "engine": ENGINE_DEFAULTS
-        | {"max_num_seqs": max(workload.batch_sizes), "enable_prefix_caching": False},
-        "methods": configs,
+        "engine": ENGINE_DEFAULTS | engine_overrides(None, workload),
         "self_skip_sets": {label: run.skip_sets for label, run in runs.items() if run.skip_sets},
-        "notes": bench_methods.NOTES,
         "errors": errors,
-        "environment": environment(),
     }
     write_results(args.out / "results.json", meta, rows)
     write_answers(groups, args.out / "answers")
     plots = write_plots(rows, args.out) if rows else []
-    print("\n" + "\n".join(bench_methods.NOTES))
+    print("\n" + "\n".join(bench_methods.notes(labels)))
     print(
         f"\n{len(workload.questions)} prompts, {workload.max_tokens} new tokens, "
         f"median of {workload.repeats} repeat(s)\n"

@@ -8,9 +8,8 @@ and the server logs in ``OUT/serve/``) and a table.
 """
 
 import argparse
-import shlex
-import sys
-import time
+import importlib.util
+import logging
 from pathlib import Path
 
 from tqdm import tqdm
@@ -25,7 +24,15 @@ from swift_vllm.bench.online import (
     write_prompts,
 )
 from swift_vllm.bench.report import format_table, write_results
-from swift_vllm.commands.bench import add_model_arguments, environment, int_list, resolve_model
+from swift_vllm.commands.bench import (
+    add_model_arguments,
+    common_meta,
+    int_list,
+    method_configs,
+    resolve_model,
+)
+
+logger = logging.getLogger(__name__)
 
 TABLE = {
     "req/s": "request_throughput",
@@ -35,7 +42,8 @@ TABLE = {
     "TPOT ms": "median_tpot_ms",
     "p99 TPOT": "p99_tpot_ms",
     "E2E ms": "median_e2el_ms",
-    "accept": "spec_decode_acceptance_rate",
+    "accept": "acceptance_rate",
+    "acc len": "acceptance_length",
 }
 
 
@@ -53,10 +61,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    labels = list(dict.fromkeys([bench_methods.BASELINE, *args.methods]))
-    configs = bench_methods.speculative_configs(
-        labels, args.num_speculative_tokens, args.speculative_config
-    )
+    if importlib.util.find_spec("pandas") is None:  # checked before minutes of server start-up
+        raise SystemExit("vllm bench serve reads custom datasets with pandas: pip install pandas")
+    configs = method_configs(args)
+    labels = list(configs)
     raw = args.out / "serve"
     raw.mkdir(parents=True, exist_ok=True)
     questions = select_questions(args.dataset, args.num_prompts)
@@ -68,29 +76,29 @@ def run(args: argparse.Namespace) -> int:
         max_tokens=args.max_tokens,
         temperature=args.temperature,
     )
-    rows = []
+    rows: list[dict] = []
+    errors: dict[str, str] = {}
     with tqdm(total=len(labels) * len(work.concurrency), unit="level") as progress:
         for label in labels:
-            rows += run_method(label, configs[label], work, raw, progress)
+            try:
+                rows += run_method(label, configs[label], work, raw, progress)
+            except Exception as err:  # keep the other methods' results
+                logger.exception("method %s failed (logs in %s)", label, raw)
+                errors[label] = f"{type(err).__name__}: {err}"
     add_speedups(rows)
-    meta = {
-        "command": shlex.join(["swift-vllm", *sys.argv[1:]]),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "model": work.model,
-        "dataset": args.dataset or "swift_vllm/data/spec_bench_dev.jsonl",
+    meta = common_meta(args, work.model, configs) | {
         "num_prompts": work.num_prompts,
-        "max_tokens": work.max_tokens,
-        "temperature": work.temperature,
         "concurrency": work.concurrency,
         "server_args": server_args(max(work.concurrency)),
         "load": "vllm bench serve, openai backend (/v1/completions), request rate inf, "
         "--max-concurrency per level, one warm-up request per concurrent slot",
-        "methods": configs,
-        "notes": bench_methods.NOTES,
-        "environment": environment(),
+        "errors": errors,
     }
     write_results(args.out / "serve_results.json", meta, rows)
+    print("\n" + "\n".join(bench_methods.notes(labels)) + "\n")
     body = [[r["method"], r["concurrency"], *(r[k] for k in TABLE.values())] for r in rows]
     print(format_table(["method", "conc", *TABLE], body))
     print(f"\nwrote {args.out / 'serve_results.json'} and {raw}/")
-    return 0
+    for label, message in errors.items():
+        print(f"FAILED {label}: {message}")
+    return 1 if errors else 0
