@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 
 from swift_vllm.bench.methods import METHODS, notes, parse_labels, speculative_configs
@@ -16,6 +17,7 @@ from swift_vllm.bench.online import (
     add_speedups,
     bench_command,
     row_of,
+    server,
     server_command,
 )
 from swift_vllm.bench.plots import write_plots
@@ -313,6 +315,27 @@ def test_online_rows_and_speedups():
     assert (rows[1]["acceptance_rate"], rows[1]["acceptance_length"]) == (0.75, 2.5)
     assert rows[0]["acceptance_rate"] is None
     assert [r["speedup"] for r in rows] == [1.0, 1.5, None]
+
+
+FAKE_SERVER = """
+import http.server, subprocess, sys
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+print(child.pid, flush=True)
+class Health(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.end_headers()
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Health).serve_forever()
+"""
+
+
+def test_server_is_local_and_its_process_group_is_stopped(tmp_path):
+    log = tmp_path / "server.log"
+    with server(lambda port: [sys.executable, "-c", FAKE_SERVER, str(port)], log) as base:
+        assert base.startswith("http://127.0.0.1:")
+        child = psutil.Process(int(log.read_text().split()[0]))  # like vLLM's engine core
+    psutil.wait_procs([child], timeout=10)
+    assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
 
 
 @pytest.mark.integration

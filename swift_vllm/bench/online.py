@@ -1,12 +1,11 @@
 """Online benchmark: real ``vllm serve`` servers driven by vLLM's own ``vllm bench serve``.
 
 One server per method (``swift-vllm serve``: 127.0.0.1 only, a free port,
-terminated at the end); then, for each
-concurrency level, ``vllm bench serve`` sends the same prompts (the offline
-benchmark's selection, as a vLLM "custom" JSONL dataset, chat template
-applied by vLLM) to ``/v1/completions`` and saves its result JSON: TTFT,
-TPOT, ITL, end-to-end latency, request and token throughput, and vLLM's
-spec-decode acceptance read from the server's ``/metrics``.
+terminated at the end); then, for each concurrency level, ``vllm bench
+serve`` sends the same prompts (the offline benchmark's selection, as a vLLM
+"custom" JSONL dataset, chat template applied by vLLM) to ``/v1/completions``
+and saves its result JSON: TTFT, TPOT, ITL, end-to-end latency, request and
+token throughput, and vLLM's spec-decode acceptance read from ``/metrics``.
 """
 
 import json
@@ -18,7 +17,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -127,13 +126,16 @@ def server(command_for_port: Callable[[int], list[str]], log_path: Path) -> Iter
 
 
 def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
+    """SIGTERM the server's process group (its engine core too, even if the API
+    server already died), SIGKILL after a minute."""
+    with suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        with suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        proc.wait()
 
 
 def bench_command(
