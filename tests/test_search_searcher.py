@@ -10,7 +10,7 @@ import torch
 from swift_vllm.config import SelfSkipConfig
 from swift_vllm.search.bayes import random_vector
 from swift_vllm.search.phase import Phase
-from swift_vllm.search.searcher import Searcher
+from swift_vllm.search.searcher import AcceptanceReport, Searcher
 from swift_vllm.search.speedup import CostModel, best_speedup, expected_speedup
 from swift_vllm.skip_set import SkipSet
 
@@ -127,12 +127,14 @@ def test_restarts_when_acceptance_drops_below_matchness():
     chosen = searcher.incumbent()
     assert searcher.phase.phase is Phase.ACCELERATING
 
-    other = SkipSet(attention=(1,))
-    searcher.report_acceptance(other, 0, 200, 0.01, 0.05, 1)  # not the chosen set: ignored
-    searcher.report_acceptance(chosen, 85, 15, 0.01, 0.05, 1)  # 0.85: within the drop
+    def drafted(skip_set: SkipSet, accepted: int, rejected: int) -> None:
+        searcher.report_acceptance(AcceptanceReport(skip_set, accepted, rejected, 0.01, 0.05, 1))
+
+    drafted(SkipSet(attention=(1,)), 0, 200)  # not the chosen set: ignored
+    drafted(chosen, 85, 15)  # 0.85: within the drop
     assert searcher.phase.phase is Phase.ACCELERATING
-    searcher.report_acceptance(chosen, 30, 30, 0.01, 0.05, 1)
-    searcher.report_acceptance(chosen, 20, 20, 0.01, 0.05, 1)  # 0.5 over a block
+    drafted(chosen, 30, 30)
+    drafted(chosen, 20, 20)  # 0.5 over a block
     assert searcher.phase.phase is Phase.OPTIMIZING
     assert searcher.phase.restarts == 1
     assert "acceptance 0.500" in searcher.phase.reason
@@ -157,8 +159,9 @@ def test_adaptive_ratio_maximises_predicted_speedup():
     searcher = Searcher(LAYERS, config, draft_len=8)
     assert searcher.sizes == [6, 11, 17, 25]
     for size in searcher.sizes:  # the proposer drafted with each size at some point
+        drafted = SkipSet(mlp=tuple(range(1, size + 1)))
         searcher.report_acceptance(
-            SkipSet(mlp=tuple(range(1, size + 1))), 1, 1, draft_step_s(size), verify_step_s, 1
+            AcceptanceReport(drafted, 1, 1, draft_step_s(size), verify_step_s, 1)
         )
     for _ in range(6):
         batch = searcher.propose(4)

@@ -17,7 +17,7 @@ import torch
 from swift_vllm.config import SelfSkipConfig
 from swift_vllm.search.cache import SkipSetCache, default_cache_path
 from swift_vllm.search.phase import Phase
-from swift_vllm.search.searcher import Searcher
+from swift_vllm.search.searcher import AcceptanceReport, Searcher
 from swift_vllm.skip_set import SkipSet
 
 logger = logging.getLogger(__name__)
@@ -93,19 +93,8 @@ class SearchActor:
             self._store(key)
         return self._snapshot(key)
 
-    def report_acceptance(
-        self,
-        key: str,
-        skip_set: SkipSet,
-        accepted: int,
-        rejected: int,
-        draft_step_s: float,
-        verify_step_s: float,
-        batch_size: int,
-    ) -> Snapshot:
-        self._searchers[key].report_acceptance(
-            skip_set, accepted, rejected, draft_step_s, verify_step_s, batch_size
-        )
+    def report_acceptance(self, key: str, report: AcceptanceReport) -> Snapshot:
+        self._searchers[key].report_acceptance(report)
         return self._snapshot(key)
 
     def status(self) -> dict[str, dict]:

@@ -23,7 +23,6 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import ray
@@ -32,7 +31,7 @@ from swift_vllm.config import SelfSkipConfig
 from swift_vllm.search.actor import ACTOR_NAME, NAMESPACE, RemoteSearchActor, Snapshot
 from swift_vllm.search.cache import cache_key
 from swift_vllm.search.phase import Phase
-from swift_vllm.search.searcher import starting_set
+from swift_vllm.search.searcher import AcceptanceReport, starting_set
 from swift_vllm.skip_set import SkipSet
 
 logger = logging.getLogger(__name__)
@@ -152,7 +151,8 @@ class SearchClient:
         self._proposal: ray.ObjectRef | None = None  # the propose call in flight
         self._ready: tuple[SkipSet, ...] = ()
         self._steps = 0
-        self._acceptance = _AcceptanceSums()
+        self._unsent: list[AcceptanceReport] = []  # acceptance not yet sent
+        self._unsent_since = time.monotonic()
         self._start_connecting()
 
     # --- the proposer's calls ---
@@ -210,23 +210,16 @@ class SearchClient:
         verify_step_s: float,
         batch_size: int,
     ) -> None:
-        """One verification's outcome for drafts made with ``skip_set``.
-
-        ``accepted``: draft tokens verification accepted; ``rejected``: draft
-        tokens it compared and rejected (at most one per request: tokens
-        after the first rejection are never compared), so that
-        ``accepted / (accepted + rejected)`` is per-token acceptance, the
-        quantity matchness estimates. ``draft_step_s``: seconds of one draft
-        forward step; ``verify_step_s``: seconds of the verify forward.
-        Summed here and sent every ``REPORT_INTERVAL_S``.
-        """
+        """One verification's outcome for drafts made with ``skip_set``; see
+        ``AcceptanceReport`` for the fields. Sent every ``REPORT_INTERVAL_S``."""
+        report = AcceptanceReport(
+            skip_set, accepted, rejected, draft_step_s, verify_step_s, batch_size
+        )
         with self._lock:
-            if self._acceptance.skip_set not in (None, skip_set):
+            if self._unsent and self._unsent[0].skip_set != skip_set:
                 self._flush_acceptance()
-            sums = self._acceptance
-            sums.add(skip_set, accepted, rejected, draft_step_s, verify_step_s)
-            sums.batch_size = batch_size
-            if time.monotonic() - sums.started >= REPORT_INTERVAL_S:
+            self._unsent.append(report)
+            if time.monotonic() - self._unsent_since >= REPORT_INTERVAL_S:
                 self._flush_acceptance()
         self._poll()
 
@@ -264,20 +257,11 @@ class SearchClient:
             self._proposal = self._submit(lambda actor: actor.propose.remote(self.key, count))
 
     def _flush_acceptance(self) -> None:
-        sums, self._acceptance = self._acceptance, _AcceptanceSums()
-        if sums.skip_set is None:
-            return
-        self._submit(
-            lambda actor: actor.report_acceptance.remote(
-                self.key,
-                sums.skip_set,
-                sums.accepted,
-                sums.rejected,
-                sums.draft_s / sums.reports,
-                sums.verify_s / sums.reports,
-                sums.batch_size,
-            )
-        )
+        reports, self._unsent = self._unsent, []
+        self._unsent_since = time.monotonic()
+        if reports:
+            combined = AcceptanceReport.combined(reports)
+            self._submit(lambda actor: actor.report_acceptance.remote(self.key, combined))
 
     def _poll(self) -> None:
         """Apply the results that have arrived; never waits."""
@@ -363,32 +347,3 @@ class SearchClient:
             return
         with self._lock:
             self._connecting = False
-
-
-@dataclass
-class _AcceptanceSums:
-    """Acceptance reports for one set, summed until the next flush."""
-
-    skip_set: SkipSet | None = None
-    accepted: int = 0
-    rejected: int = 0
-    reports: int = 0
-    draft_s: float = 0.0
-    verify_s: float = 0.0
-    batch_size: int = 0
-    started: float = field(default_factory=time.monotonic)
-
-    def add(
-        self,
-        skip_set: SkipSet,
-        accepted: int,
-        rejected: int,
-        draft_step_s: float,
-        verify_step_s: float,
-    ) -> None:
-        self.skip_set = skip_set
-        self.accepted += accepted
-        self.rejected += rejected
-        self.draft_s += draft_step_s
-        self.verify_s += verify_step_s
-        self.reports += 1

@@ -25,6 +25,7 @@ import math
 import random
 import time
 from collections import Counter
+from dataclasses import dataclass
 from typing import NamedTuple
 
 from botorch.exceptions.errors import BotorchError, ModelFittingError
@@ -65,6 +66,38 @@ class Candidate(NamedTuple):
     ``bayes``; with an adaptive ratio also ``neighbour`` (the incumbent
     resized to a neighbouring size) and ``recheck`` (a neighbouring size's
     best, scored again)."""
+
+
+@dataclass(frozen=True)
+class AcceptanceReport:
+    """How drafts made with ``skip_set`` fared in verification."""
+
+    skip_set: SkipSet
+    accepted: int
+    """Draft tokens accepted."""
+    rejected: int
+    """Draft tokens compared and rejected: at most one per request and
+    step, as tokens after the first rejection are never compared, so
+    ``accepted / (accepted + rejected)`` is per-token acceptance, the
+    quantity matchness estimates."""
+    draft_step_s: float
+    """Seconds of one draft forward step."""
+    verify_step_s: float
+    """Seconds of one verify forward."""
+    batch_size: int
+
+    @classmethod
+    def combined(cls, reports: list["AcceptanceReport"]) -> "AcceptanceReport":
+        """Several reports for the same set as one: counts summed, step
+        times averaged, the latest batch size."""
+        return cls(
+            reports[0].skip_set,
+            sum(r.accepted for r in reports),
+            sum(r.rejected for r in reports),
+            sum(r.draft_step_s for r in reports) / len(reports),
+            sum(r.verify_step_s for r in reports) / len(reports),
+            reports[-1].batch_size,
+        )
 
 
 def starting_set(num_layers: int, config: SelfSkipConfig) -> SkipSet:
@@ -205,23 +238,15 @@ class Searcher:
             len(self._scores.get(incumbent, ())),
         )
 
-    def report_acceptance(
-        self,
-        skip_set: SkipSet,
-        accepted: int,
-        rejected: int,
-        draft_step_s: float,
-        verify_step_s: float,
-        batch_size: int,
-    ) -> None:
+    def report_acceptance(self, report: AcceptanceReport) -> None:
         """Drafting results: costs feed the adaptive ratio; the incumbent's
         acceptance may restart the search (the input stream changed)."""
-        self.costs.observe(skip_set.size, draft_step_s, verify_step_s)
-        self.batch_size = batch_size
+        self.costs.observe(report.skip_set.size, report.draft_step_s, report.verify_step_s)
+        self.batch_size = report.batch_size
         self._retarget()
         incumbent = self.incumbent()
-        if skip_set == incumbent and self.phase.record_acceptance(
-            accepted, rejected, self.score(incumbent)
+        if report.skip_set == incumbent and self.phase.record_acceptance(
+            report.accepted, report.rejected, self.score(incumbent)
         ):
             # Scores measured on the old stream no longer say anything.
             self._scores.clear()
