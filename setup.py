@@ -87,6 +87,9 @@ setup(
         "matplotlib",
         "gguf",
         "accelerate",
+        "pandas",  # vLLM's `bench serve` reads its dataset with it
+        "psutil",
+        "scipy",
     ],
     extras_require={
         # CPU machines: vLLM's CPU build (pulls torch 2.13.0+cpu).

@@ -1,0 +1,277 @@
+"""The on-the-fly search inside a real vLLM engine, with a real Ray cluster.
+
+One engine optimizes from a cold start (its cache file is corrupt) while
+serving; its output must stay identical to plain decoding, the set it finds
+must beat random sets and its starting set, a second engine in another
+process must start from it, and killing the search actor mid-generation
+must change nothing a client sees.
+"""
+
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import ray
+import torch
+from vllm import SamplingParams
+
+from swift_vllm.search.actor import ACTOR_NAME, NAMESPACE
+from swift_vllm.search.cache import cache_key
+from swift_vllm.skip_set import SkipSet, default_skip_set, num_skippable
+
+from .conftest import Engine
+
+pytestmark = pytest.mark.integration
+
+RATIO = 0.2
+NUM_LAYERS = 30
+GREEDY = SamplingParams(temperature=0.0, max_tokens=192)
+TASK = "integration-search"
+
+
+@pytest.fixture(scope="module")
+def ray_address(tmp_path_factory):
+    """A Ray head on this machine that every engine of the module joins."""
+    ray_bin = shutil.which("ray", path=os.path.dirname(sys.executable))
+    port = 6390 + os.getpid() % 500
+    temp_dir = tmp_path_factory.mktemp("ray")
+    subprocess.run(
+        [
+            ray_bin,
+            "start",
+            "--head",
+            f"--port={port}",
+            "--num-cpus=2",
+            "--include-dashboard=false",
+            "--disable-usage-stats",
+            f"--temp-dir={temp_dir}",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    address = f"127.0.0.1:{port}"
+    os.environ["RAY_ADDRESS"] = address
+    try:
+        yield address
+    finally:
+        os.environ.pop("RAY_ADDRESS", None)
+        if ray.is_initialized():
+            ray.shutdown()
+        subprocess.run([ray_bin, "stop", "--force"], capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def search_config(tmp_path_factory) -> dict:
+    cache = tmp_path_factory.mktemp("cache") / "skip_sets.json"
+    cache.write_text("{ this is not json")
+    return {
+        "method": "self-skip",
+        "num_speculative_tokens": 4,
+        "skip_ratio": RATIO,
+        "guard": False,
+        "task": TASK,
+        "cache_path": str(cache),
+        "max_opt_iter": 60,
+        "opt_time_share": 1.0,
+    }
+
+
+@pytest.fixture(scope="module")
+def search_engine(ray_address, smollm2, search_config):
+    engine = Engine(smollm2, search_config)
+    yield engine
+    del engine.llm
+
+
+@pytest.fixture(scope="module")
+def optimized(search_engine, plain_engine, dev_prompts, smollm2):
+    """Serve 8 prompts as a batch and 2 one by one while the search runs."""
+    llm = search_engine.llm
+    batch = llm.generate(dev_prompts[:8], GREEDY, use_tqdm=False)
+    singles = [llm.generate([p], GREEDY, use_tqdm=False)[0] for p in dev_prompts[8:10]]
+    plain_batch = plain_engine.llm.generate(dev_prompts[:8], GREEDY, use_tqdm=False)
+    plain_singles = [
+        plain_engine.llm.generate([p], GREEDY, use_tqdm=False)[0] for p in dev_prompts[8:10]
+    ]
+    ray.init(address=os.environ["RAY_ADDRESS"], namespace=NAMESPACE, ignore_reinit_error=True)
+    actor = ray.get_actor(ACTOR_NAME, namespace=NAMESPACE)
+    state = ray.get(actor.status.remote())[cache_key(smollm2, TASK)]
+    return {
+        "outputs": [_ids(o) for o in batch + singles],
+        "plain": [_ids(o) for o in plain_batch + plain_singles],
+        "state": state,
+        "stats": search_engine.draft_stats(),
+    }
+
+
+def _ids(output) -> list[int]:
+    return list(output.outputs[0].token_ids)
+
+
+def test_output_unchanged_while_optimizing(optimized):
+    assert optimized["outputs"] == optimized["plain"]
+    state, stats = optimized["state"], optimized["stats"]
+    # The search really ran inside the engine, from a fresh start (the cache
+    # file was corrupt), and drafting went on meanwhile.
+    assert stats.scoring_steps > 0
+    assert state["iterations"] > 0
+    assert stats.draft_tokens > 0
+    assert state["skipped"] == round(RATIO * num_skippable(NUM_LAYERS))
+    print(
+        json.dumps(
+            {
+                k: state[k]
+                for k in (
+                    "phase",
+                    "iterations",
+                    "best_matchness",
+                    "skip_ratio",
+                    "current",
+                    "optimizing_s",
+                )
+            }
+        )
+    )
+
+
+def test_found_set_beats_random_sets(optimized, dev_questions, smollm2):
+    """Teacher-forced matchness (an independent Hugging Face implementation)
+    over the plain model's own outputs: the found set beats the best of 60
+    random sets of the same size."""
+    found = SkipSet(**{k: tuple(v) for k, v in optimized["state"]["current"].items()})
+    scorer = _HFMatchness(smollm2, dev_questions[:8], optimized["plain"][:8])
+    rng = random.Random(0)
+    coordinates = [(kind, layer) for kind in ("attention", "mlp") for layer in range(1, 29)]
+    best_random = 0.0
+    for _ in range(60):
+        picked = rng.sample(coordinates, found.size)
+        candidate = SkipSet(
+            tuple(layer for kind, layer in picked if kind == "attention"),
+            tuple(layer for kind, layer in picked if kind == "mlp"),
+        )
+        best_random = max(best_random, scorer(candidate))
+    found_score = scorer(found)
+    print(f"matchness: found set {found_score:.3f}, best of 60 random {best_random:.3f}")
+    assert found_score > best_random
+
+
+def test_found_set_beats_starting_set(optimized, self_skip_engine, dev_prompts):
+    """Acceptance with the found set beats the starting set (same prompts,
+    a fixed-set engine)."""
+    found = optimized["state"]["current"]
+    start = default_skip_set(NUM_LAYERS, RATIO).to_dict()
+    acceptance = {}
+    for name, skip in (("start", start), ("found", found)):
+        self_skip_engine.llm.collective_rpc("self_skip_set", args=(skip["attention"], skip["mlp"]))
+        before = self_skip_engine.draft_stats()
+        self_skip_engine.llm.generate(
+            dev_prompts[:8], SamplingParams(max_tokens=96), use_tqdm=False
+        )
+        acceptance[name] = (self_skip_engine.draft_stats() - before).acceptance_rate
+    print(f"acceptance: starting set {acceptance['start']:.3f}, found {acceptance['found']:.3f}")
+    assert acceptance["found"] > acceptance["start"]
+
+
+SECOND_ENGINE = """
+import json, sys
+from swift_vllm.engine import make_llm
+from swift_vllm.vllm_compat import WORKER_EXTENSION
+from vllm import SamplingParams
+if __name__ == "__main__":
+    llm = make_llm(sys.argv[1], json.loads(sys.argv[2]), worker_extension_cls=WORKER_EXTENSION)
+    llm.generate(["Tell me about the sea."], SamplingParams(max_tokens=24), use_tqdm=False)
+    print("RESULT", json.dumps({"current": llm.collective_rpc("self_skip_current")[0],
+                                "stats": llm.collective_rpc("self_skip_stats")[0]}))
+"""
+
+
+def test_second_engine_starts_from_first(optimized, search_config, smollm2, tmp_path):
+    """Another engine process, same model and task, an empty cache of its
+    own: only the shared actor can hand it the first engine's set."""
+    config = search_config | {"cache_path": str(tmp_path / "own_cache.json")}
+    script = tmp_path / "second_engine.py"
+    script.write_text(SECOND_ENGINE)
+    done = subprocess.run(
+        [sys.executable, str(script), smollm2, json.dumps(config)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    assert lines, done.stderr[-3000:]
+    result = json.loads(lines[-1][len("RESULT ") :])
+    ray.init(address=os.environ["RAY_ADDRESS"], namespace=NAMESPACE, ignore_reinit_error=True)
+    actor = ray.get_actor(ACTOR_NAME, namespace=NAMESPACE)
+    best = ray.get(actor.status.remote())[cache_key(smollm2, TASK)]["current"]
+    assert result["current"] == best == optimized["state"]["current"] or (
+        result["current"] == best and optimized["state"]["phase"] == "optimizing"
+    )
+    assert result["stats"]["draft_tokens"] > 0
+
+
+def test_killed_actor_loses_nothing(optimized, search_engine, plain_engine, dev_prompts, capfd):
+    prompts = dev_prompts[10:14]
+    results: dict = {}
+    worker = threading.Thread(
+        target=lambda: results.update(
+            out=search_engine.llm.generate(prompts, GREEDY, use_tqdm=False)
+        )
+    )
+    worker.start()
+    time.sleep(3)
+    ray.init(address=os.environ["RAY_ADDRESS"], namespace=NAMESPACE, ignore_reinit_error=True)
+    ray.kill(ray.get_actor(ACTOR_NAME, namespace=NAMESPACE))
+    worker.join(timeout=900)
+    plain = plain_engine.llm.generate(prompts, GREEDY, use_tqdm=False)
+    assert [_ids(o) for o in results["out"]] == [_ids(o) for o in plain]
+    assert "search actor" in capfd.readouterr().err.lower()
+
+
+class _HFMatchness:
+    """Share of generated tokens whose successor the skipped model predicts,
+    given the full text so far (one teacher-forced forward per sequence)."""
+
+    def __init__(self, model_dir: str, questions: list[dict], outputs: list[list[int]]) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+        self.sequences = []
+        for question, output in zip(questions, outputs, strict=True):
+            prompt = tokenizer.apply_chat_template(
+                [{"role": "user", "content": question["turns"][0]}],
+                add_generation_prompt=True,
+                tokenize=True,
+            )
+            prompt = list(prompt["input_ids"] if isinstance(prompt, dict) else prompt)
+            self.sequences.append((len(prompt), torch.tensor([prompt + output])))
+        self.skip = SkipSet()
+        for index, layer in enumerate(self.model.model.layers):
+            layer.self_attn.register_forward_hook(self._zero_if(index, "attention"))
+            layer.mlp.register_forward_hook(self._zero_if(index, "mlp"))
+
+    def _zero_if(self, index: int, kind: str):
+        def hook(module, args, output):
+            if index not in getattr(self.skip, kind):
+                return output
+            if isinstance(output, tuple):
+                return (torch.zeros_like(output[0]), *output[1:])
+            return torch.zeros_like(output)
+
+        return hook
+
+    @torch.no_grad()
+    def __call__(self, skip: SkipSet) -> float:
+        self.skip = skip
+        hits = total = 0
+        for prompt_len, ids in self.sequences:
+            predicted = self.model(ids).logits[0, prompt_len - 1 : -1].argmax(-1)
+            hits += int((predicted == ids[0, prompt_len:]).sum())
+            total += ids.shape[1] - prompt_len
+        return hits / total
