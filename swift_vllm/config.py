@@ -48,6 +48,19 @@ class SelfSkipConfig:
     """Most tokens one self-skip draft may hold; at most, and by default,
     vLLM's ``num_speculative_tokens``."""
 
+    lookup: bool = True
+    """Hybrid drafting: a request whose context holds an n-gram match of its
+    latest tokens takes the prompt-lookup draft (nearly free, and long when
+    the output copies the input); only the others run the skipped model.
+    ``False`` is pure SWIFT."""
+
+    prompt_lookup_min: int = 2
+    """Shortest suffix n-gram that counts as a lookup match."""
+
+    prompt_lookup_max: int = 5
+    """Longest suffix n-gram tried first. Lookup drafts may hold up to
+    ``num_speculative_tokens`` tokens; the confidence stop does not apply."""
+
     guard: bool = True
     """Profitability guard: draft only while the measured acceptance and
     draft / verify step costs predict a speedup at the current batch size
@@ -164,6 +177,11 @@ class SelfSkipConfig:
             raise ValueError(
                 f"max_draft_len must be in [1, num_speculative_tokens="
                 f"{num_speculative_tokens}], got {self.max_draft_len}"
+            )
+        if not 1 <= self.prompt_lookup_min <= self.prompt_lookup_max:
+            raise ValueError(
+                "prompt_lookup_min and prompt_lookup_max must satisfy 1 <= min <= max, got "
+                f"{self.prompt_lookup_min} and {self.prompt_lookup_max}"
             )
         if not self.task or not isinstance(self.task, str):
             raise ValueError(f"task must be a non-empty string, got {self.task!r}")

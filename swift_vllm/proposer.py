@@ -25,7 +25,7 @@ from swift_vllm.layer_skip import skipped_forward
 from swift_vllm.scoring import score_candidates, select_windows
 from swift_vllm.skip_set import SkipSet
 from swift_vllm.stats import DraftStats
-from swift_vllm.vllm_compat import DecoderStack, RunnerView, self_skip_options
+from swift_vllm.vllm_compat import DecoderStack, RunnerView, ngram_lookup, self_skip_options
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +41,8 @@ class _Round:
     """What one ``propose`` call did, read back at the next call."""
 
     req_ids: frozenset[str]
-    drafted: dict[str, int]  # request -> draft tokens proposed
+    drafted: dict[str, int]  # request -> self-skip draft tokens proposed
+    looked_up: dict[str, int]  # request -> prompt-lookup draft tokens proposed
     skip_set: SkipSet
     draft_s: float | None  # seconds spent drafting; None if nothing was drafted
     draft_steps: int
@@ -141,19 +142,34 @@ class SelfSkipProposer:
             self._search_step(rows, lengths, token_ids_cpu)
 
         drafts: list[list[int]] = [[] for _ in range(num_reqs)]
-        draft_s, steps = None, 0
+        if self.options.lookup:
+            self._lookup(rows, lengths, token_ids_cpu, drafts)
+        looked_up = {req_ids[i]: len(drafts[i]) for i in rows if drafts[i]}
+        # Only requests without a lookup draft run the skipped model.
+        rows = [i for i in rows if not drafts[i]]
+        draft_s, steps, draft_probs = None, 0, None
         if rows and (self._guard is None or self._guard.should_draft(len(rows))):
             draft_started = time.perf_counter()
             with torch.inference_mode():
-                steps = self._draft(rows, lengths, budgets, token_ids_cpu, drafts)
+                steps, draft_probs = self._draft(rows, lengths, budgets, token_ids_cpu, drafts)
             draft_s = time.perf_counter() - draft_started
             self.stats.draft_steps += steps
             self.stats.draft_seconds += draft_s
         elif rows:
             self.stats.guard_skipped_steps += 1
+        if draft_probs is not None:
+            # Lookup drafts are deterministic: a one-hot q makes min(1, p/q)
+            # exact for them in the same batch.
+            for i in range(num_reqs):
+                if req_ids[i] in looked_up:
+                    draft_probs[i, torch.arange(len(drafts[i])), drafts[i]] = 1.0
+            self._runner.set_draft_probs(draft_probs, self._runner.req_ids)
         self._previous = _Round(
             req_ids=frozenset(req_ids),
-            drafted={r: len(d) for r, d in zip(req_ids, drafts, strict=True) if d},
+            drafted={
+                r: len(d) for r, d in zip(req_ids, drafts, strict=True) if d and r not in looked_up
+            },
+            looked_up=looked_up,
             skip_set=self.skip_set,
             draft_s=draft_s,
             draft_steps=steps,
@@ -174,9 +190,15 @@ class SelfSkipProposer:
             self.stats.accepted_tokens += verified.accepted
             self.stats.verify_steps += 1
             self.stats.verify_seconds += step_s
-        # Only steps that decoded the same requests as the round before
-        # (no prefill mixed in, nobody joined or left) time a step fairly.
-        steady = previous.req_ids == frozenset(req_ids) and all(sampled)
+        looked_up = _verified(previous.looked_up, req_ids, sampled)
+        if looked_up is not None:
+            self.stats.lookup_drafts += looked_up.requests
+            self.stats.lookup_draft_tokens += looked_up.drafted
+            self.stats.lookup_accepted_tokens += looked_up.accepted
+        # Only steps that decoded the same requests as the round before (no
+        # prefill mixed in, nobody joined or left) and verified no lookup
+        # drafts time a self-skip or plain step fairly.
+        steady = previous.req_ids == frozenset(req_ids) and all(sampled) and not previous.looked_up
         if self._guard is not None and steady:
             if verified is not None:
                 self._guard.observe_verification(1.0 + verified.accepted / verified.requests)
@@ -230,6 +252,21 @@ class SelfSkipProposer:
         self._credit_updated = now
         return self._scoring_credit >= 0.0
 
+    def _lookup(
+        self, rows: list[int], lengths: np.ndarray, token_ids: np.ndarray, drafts: list[list[int]]
+    ) -> None:
+        """Prompt-lookup drafts (up to ``num_speculative_tokens``) where the
+        context repeats its latest n-gram."""
+        for i in rows:
+            found = ngram_lookup(
+                token_ids[i, : lengths[i]],
+                self.options.prompt_lookup_min,
+                self.options.prompt_lookup_max,
+                self.max_model_len,
+                self.num_speculative_tokens,
+            )
+            drafts[i] = found.tolist()
+
     def _draft(
         self,
         rows: list[int],
@@ -237,8 +274,10 @@ class SelfSkipProposer:
         budgets: np.ndarray,
         token_ids_cpu: np.ndarray,
         drafts: list[list[int]],
-    ) -> int:
-        """Fill ``drafts`` for ``rows``; return the number of draft forwards.
+    ) -> tuple[int, torch.Tensor | None]:
+        """Fill ``drafts`` for ``rows``; return the number of draft forwards
+        and, when any request samples, the draft distributions
+        ``[num_reqs, num_speculative_tokens, vocab]``.
 
         Every step runs only the requests still drafting: a request stops at
         its budget or once the draft's top-1 probability falls below
@@ -274,9 +313,7 @@ class SelfSkipProposer:
             if not bool(keep.any()):
                 break
             active, positions, input_ids = active[keep], positions[keep] + 1, tokens[keep]
-        if draft_probs is not None:
-            runner.set_draft_probs(draft_probs, runner.req_ids)
-        return step + 1
+        return step + 1, draft_probs
 
 
 def _verified(

@@ -5,11 +5,16 @@ from dataclasses import asdict, dataclass
 
 @dataclass
 class DraftStats:
-    """Cumulative counters of one proposer (one worker)."""
+    """Cumulative counters of one proposer (one worker). ``drafts``,
+    ``draft_tokens`` and ``accepted_tokens`` count self-skip drafts only;
+    prompt-lookup drafts have their own counters."""
 
-    drafts: int = 0  # requests verified with at least one draft token
-    draft_tokens: int = 0  # draft tokens verified
-    accepted_tokens: int = 0  # draft tokens accepted
+    drafts: int = 0  # requests verified with at least one self-skip draft token
+    draft_tokens: int = 0  # self-skip draft tokens verified
+    accepted_tokens: int = 0  # self-skip draft tokens accepted
+    lookup_drafts: int = 0
+    lookup_draft_tokens: int = 0
+    lookup_accepted_tokens: int = 0
     draft_steps: int = 0  # batched draft forwards
     draft_seconds: float = 0.0
     verify_steps: int = 0  # target forwards between two proposals

@@ -115,10 +115,9 @@ def _map_self_skip_args(engine_args: Any, model_config: Any) -> None:
 
 
 # vLLM speculative-config keys that keep their vLLM meaning under self-skip.
+# (``prompt_lookup_min`` / ``_max`` are ours: vLLM zeroes them for custom_class.)
 _VLLM_SPEC_KEYS = (
     "disable_by_batch_size",
-    "prompt_lookup_min",
-    "prompt_lookup_max",
     "rejection_sample_method",
     "draft_sample_method",
     "max_model_len",
@@ -206,6 +205,22 @@ def expand_batch_to_tokens(
     counts = torch.diff(cu_num_tokens, prepend=cu_num_tokens.new_zeros(1)).long()
     x = x.masked_fill(x == replace_from, replace_to)
     return torch.repeat_interleave(x, counts, output_size=num_tokens)
+
+
+# --- prompt lookup ----------------------------------------------------------
+
+
+def ngram_lookup(
+    tokens: np.ndarray, min_ngram: int, max_ngram: int, max_model_len: int, k: int
+) -> np.ndarray:
+    """Up to ``k`` tokens that followed the latest earlier occurrence of the
+    longest suffix n-gram (``min_ngram..max_ngram``) of ``tokens``; empty if
+    none. vLLM's own ``ngram`` method's matcher (numba-compiled)."""
+    from vllm.v1.spec_decode.ngram_proposer import (
+        _find_longest_matched_ngram_and_propose_tokens as find,
+    )
+
+    return find(tokens, min_ngram, max_ngram, max_model_len, k)
 
 
 # --- vLLM's command line ---------------------------------------------------

@@ -16,6 +16,8 @@ METHODS: dict[str, dict[str, Any] | None] = {
     "ngram": {"method": "ngram", "prompt_lookup_min": 2, "prompt_lookup_max": 5},
     "self-skip": {"method": METHOD_NAME},
     "self-skip-noguard": {"method": METHOD_NAME, "guard": False},
+    # Pure SWIFT: no prompt-lookup drafts.
+    "self-skip-nolookup": {"method": METHOD_NAME, "lookup": False},
     # Needs the arctic-inference package; vLLM says so at start-up if missing.
     "suffix": {"method": "suffix"},
 }
@@ -24,6 +26,7 @@ NOTES = {
     "ngram": "ngram: vLLM's n-gram prompt lookup with its defaults except "
     "prompt_lookup_min 2, prompt_lookup_max 5",
     "self-skip-noguard": "self-skip-noguard: self-skip with the profitability guard off",
+    "self-skip-nolookup": "self-skip-nolookup: pure SWIFT, prompt-lookup drafting off",
 }
 
 

@@ -72,3 +72,9 @@ def skip_sets() -> dict[str, dict[str, list[int]]]:
         "reasonable": {"attention": [], "mlp": [24, 25, 26, 27]},
         "poor": {"attention": list(range(2, 29, 3)), "mlp": list(range(1, 28, 3))},
     }
+
+
+@pytest.fixture(scope="session")
+def engine_class() -> type[Engine]:
+    """For modules that start engines of their own."""
+    return Engine

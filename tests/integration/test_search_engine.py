@@ -25,8 +25,6 @@ from swift_vllm.search.actor import ACTOR_NAME, NAMESPACE
 from swift_vllm.search.cache import cache_key
 from swift_vllm.skip_set import SkipSet, default_skip_set, num_skippable
 
-from .conftest import Engine
-
 pytestmark = pytest.mark.integration
 
 RATIO = 0.2
@@ -83,8 +81,8 @@ def search_config(tmp_path_factory) -> dict:
 
 
 @pytest.fixture(scope="module")
-def search_engine(ray_address, smollm2, search_config):
-    engine = Engine(smollm2, search_config)
+def search_engine(ray_address, smollm2, search_config, engine_class):
+    engine = engine_class(smollm2, search_config)
     yield engine
     del engine.llm
 
