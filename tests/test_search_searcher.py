@@ -3,6 +3,7 @@
 import itertools
 import math
 import random
+import re
 
 import pytest
 import torch
@@ -196,3 +197,21 @@ def test_cost_model_interpolates_measured_sizes():
     assert costs.cost_ratio(20) == pytest.approx(0.4 * 40 / 50)  # anchored at 10
     costs.observe(30, draft_step_s=0.02, verify_step_s=0.1)
     assert costs.cost_ratio(20) == pytest.approx(0.3)  # on the measured line
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"bayes_interval": 0}, "bayes_interval must be an integer >= 1"),
+        ({"max_opt_iter": 2.5}, "max_opt_iter must be an integer >= 1"),
+        ({"context_window": 1}, "context_window must be an integer >= 2"),
+        ({"max_score": 1.5}, "max_score must be in (0, 1]"),
+        ({"restart_drop": 0}, "restart_drop must be in (0, 1]"),
+        ({"adaptive_ratios": [0.2, 1.0]}, "adaptive_ratios must be"),
+        ({"cache_path": 3}, "cache_path must be a path string"),
+    ],
+)
+def test_search_options_are_validated(options, message):
+    SelfSkipConfig().validate(num_layers=LAYERS, num_speculative_tokens=8)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        SelfSkipConfig(**options).validate(num_layers=LAYERS, num_speculative_tokens=8)
