@@ -22,10 +22,11 @@ import torch
 from swift_vllm.config import SelfSkipConfig
 from swift_vllm.guard import ProfitabilityGuard
 from swift_vllm.layer_skip import skipped_forward
+from swift_vllm.lookup import lookup_draft
 from swift_vllm.scoring import score_candidates, select_windows
 from swift_vllm.skip_set import SkipSet
 from swift_vllm.stats import DraftStats
-from swift_vllm.vllm_compat import DecoderStack, RunnerView, ngram_lookup, self_skip_options
+from swift_vllm.vllm_compat import DecoderStack, RunnerView, self_skip_options
 
 logger = logging.getLogger(__name__)
 
@@ -258,12 +259,11 @@ class SelfSkipProposer:
         """Prompt-lookup drafts (up to ``num_speculative_tokens``) where the
         context repeats its latest n-gram."""
         for i in rows:
-            found = ngram_lookup(
+            found = lookup_draft(
                 token_ids[i, : lengths[i]],
                 self.options.prompt_lookup_min,
                 self.options.prompt_lookup_max,
-                self.max_model_len,
-                self.num_speculative_tokens,
+                min(self.num_speculative_tokens, self.max_model_len - lengths[i]),
             )
             drafts[i] = found.tolist()
 

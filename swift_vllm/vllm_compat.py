@@ -207,22 +207,6 @@ def expand_batch_to_tokens(
     return torch.repeat_interleave(x, counts, output_size=num_tokens)
 
 
-# --- prompt lookup ----------------------------------------------------------
-
-
-def ngram_lookup(
-    tokens: np.ndarray, min_ngram: int, max_ngram: int, max_model_len: int, k: int
-) -> np.ndarray:
-    """Up to ``k`` tokens that followed the latest earlier occurrence of the
-    longest suffix n-gram (``min_ngram..max_ngram``) of ``tokens``; empty if
-    none. vLLM's own ``ngram`` method's matcher (numba-compiled)."""
-    from vllm.v1.spec_decode.ngram_proposer import (
-        _find_longest_matched_ngram_and_propose_tokens as find,
-    )
-
-    return find(tokens, min_ngram, max_ngram, max_model_len, k)
-
-
 # --- vLLM's command line ---------------------------------------------------
 
 
