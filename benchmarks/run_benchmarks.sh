@@ -24,7 +24,7 @@ OUT=${OUT:-benchmarks/results/smollm2}
 what=${1:-all}
 
 if [[ $what == offline || $what == all ]]; then
-  "$SWIFT" bench --model "$MODEL" --methods vanilla,ngram,self-skip,self-skip-noguard \
+  "$SWIFT" bench --model "$MODEL" --methods vanilla,ngram,self-skip,self-skip-noguard,self-skip-nolookup \
     --batch-sizes 1,4,16,32 --num-prompts "$NUM_PROMPTS" --max-tokens "$MAX_TOKENS" \
     --repeats "$REPEATS" --out "$OUT/offline"
 fi
