@@ -22,8 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--speculative-config",
         type=json.loads,
-        default={"method": "self-skip", "num_speculative_tokens": 4, "skip_ratio": 0.1},
-        help="self-skip speculative config as JSON (default: %(default)s)",
+        default={"method": "self-skip", "num_speculative_tokens": 4},
+        help="self-skip speculative config as JSON (default: %(default)s: adaptive skip-set "
+        "search, prompt lookup and the profitability guard on)",
     )
 
 
