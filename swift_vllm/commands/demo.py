@@ -13,6 +13,7 @@ from swift_vllm.engine import (
     spread_by_category,
 )
 from swift_vllm.models import KNOWN_MODELS, fetch_model
+from swift_vllm.vllm_compat import WORKER_EXTENSION
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     params = SamplingParams(temperature=0.0, max_tokens=args.max_tokens)
     results = {}
     for label, spec in (("plain", None), ("self-skip", args.speculative_config)):
-        llm = make_llm(model, spec)
+        llm = make_llm(model, spec, worker_extension_cls=WORKER_EXTENSION)
         prompts = chat_prompts(llm, questions)
         llm.generate(prompts[:1], SamplingParams(max_tokens=8), use_tqdm=False)  # warm-up
         before = SpecCounters.read(llm)
@@ -45,6 +46,8 @@ def run(args: argparse.Namespace) -> int:
         elapsed = time.perf_counter() - start
         tokens = [list(o.outputs[0].token_ids) for o in outputs]
         results[label] = (tokens, elapsed, SpecCounters.read(llm) - before)
+        if spec is not None:
+            sources = llm.collective_rpc("self_skip_stats")[0]
         del llm
         gc.collect()
 
@@ -57,6 +60,12 @@ def run(args: argparse.Namespace) -> int:
     print(f"speedup        : {plain_s / spec_s:7.2f}x")
     print(f"acceptance rate: {counters.acceptance_rate:7.2%}")
     print(f"mean accepted length (tokens per verify step): {counters.mean_accepted_length:.2f}")
+    for source, prefix in (("self-skip drafts", ""), ("lookup drafts", "lookup_")):
+        drafted = sources[f"{prefix}draft_tokens"]
+        accepted = sources[f"{prefix}accepted_tokens"]
+        share = f"{accepted / drafted:.2%} accepted" if drafted else "none"
+        print(f"  {source:16}: {drafted:5d} tokens, {share}")
+    print(f"  steps the profitability guard did not draft: {sources['guard_skipped_steps']}")
     identical = plain_tokens == spec_tokens
     print(f"greedy output identical to plain decoding: {identical}")
     return 0 if identical else 1
