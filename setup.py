@@ -74,7 +74,7 @@ setup(
     name="swift-vllm",
     version="0.1.0",
     description="SWIFT on-the-fly self-speculative decoding for vLLM",
-    python_requires=">=3.10",
+    python_requires=">=3.11",
     packages=find_packages(include=["swift_vllm", "swift_vllm.*"]) + ["swift_vllm.kernels"],
     package_dir={"swift_vllm.kernels": "kernels"},
     package_data={"swift_vllm": ["data/*.jsonl", "data/SPEC_BENCH_LICENSE"]},

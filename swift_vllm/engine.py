@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from swift_vllm.stats import AcceptanceCounters
+
 # 240 Spec-Bench questions (Apache-2.0, licence beside the file).
 DEV_PROMPTS = Path(__file__).parent / "data" / "spec_bench_dev.jsonl"
 
@@ -72,7 +74,7 @@ def chat_prompts(llm, questions: list[dict]) -> list[str]:
 
 
 @dataclass(frozen=True)
-class SpecCounters:
+class SpecCounters(AcceptanceCounters):
     """vLLM's cumulative spec-decode counters (``vllm:spec_decode_*``)."""
 
     drafts: int = 0
@@ -87,20 +89,3 @@ class SpecCounters:
             draft_tokens=int(values.get("vllm:spec_decode_num_draft_tokens") or 0),
             accepted_tokens=int(values.get("vllm:spec_decode_num_accepted_tokens") or 0),
         )
-
-    def __sub__(self, other: "SpecCounters") -> "SpecCounters":
-        return SpecCounters(
-            self.drafts - other.drafts,
-            self.draft_tokens - other.draft_tokens,
-            self.accepted_tokens - other.accepted_tokens,
-        )
-
-    @property
-    def acceptance_rate(self) -> float:
-        """Accepted draft tokens / proposed draft tokens."""
-        return self.accepted_tokens / self.draft_tokens if self.draft_tokens else 0.0
-
-    @property
-    def mean_accepted_length(self) -> float:
-        """Tokens produced per verification step (accepted drafts + the bonus token)."""
-        return 1.0 + self.accepted_tokens / self.drafts if self.drafts else 1.0

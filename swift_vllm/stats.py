@@ -1,10 +1,35 @@
 """What the proposer measures about its own drafts, as vLLM sees them verified."""
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
+from typing import Self
+
+
+class AcceptanceCounters:
+    """Figures derived from cumulative ``drafts`` / ``draft_tokens`` /
+    ``accepted_tokens`` counters, and the difference of two readings."""
+
+    drafts: int
+    draft_tokens: int
+    accepted_tokens: int
+
+    def __sub__(self, other: Self) -> Self:
+        return type(self)(
+            **{f.name: getattr(self, f.name) - getattr(other, f.name) for f in fields(self)}
+        )
+
+    @property
+    def acceptance_rate(self) -> float:
+        """Accepted draft tokens / verified draft tokens."""
+        return self.accepted_tokens / self.draft_tokens if self.draft_tokens else 0.0
+
+    @property
+    def mean_accepted_length(self) -> float:
+        """Tokens per verification of a draft: accepted drafts + the bonus token."""
+        return 1.0 + self.accepted_tokens / self.drafts if self.drafts else 1.0
 
 
 @dataclass
-class DraftStats:
+class DraftStats(AcceptanceCounters):
     """Cumulative counters of one proposer (one worker). ``drafts``,
     ``draft_tokens`` and ``accepted_tokens`` count self-skip drafts only;
     prompt-lookup drafts have their own counters."""
@@ -22,20 +47,6 @@ class DraftStats:
     guard_skipped_steps: int = 0  # steps the profitability guard did not draft
     scoring_steps: int = 0  # candidate-scoring forwards of the search
     scoring_seconds: float = 0.0
-
-    def __sub__(self, other: "DraftStats") -> "DraftStats":
-        return DraftStats(
-            **{name: getattr(self, name) - getattr(other, name) for name in self.__annotations__}
-        )
-
-    @property
-    def acceptance_rate(self) -> float:
-        return self.accepted_tokens / self.draft_tokens if self.draft_tokens else 0.0
-
-    @property
-    def mean_accepted_length(self) -> float:
-        """Tokens per verification of a draft: accepted drafts + the bonus token."""
-        return 1.0 + self.accepted_tokens / self.drafts if self.drafts else 1.0
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self) | {
