@@ -39,6 +39,10 @@ def ray_address(tmp_path_factory):
     ray_bin = shutil.which("ray", path=os.path.dirname(sys.executable))
     port = 6390 + os.getpid() % 500
     temp_dir = tmp_path_factory.mktemp("ray")
+    # Ray 2.60 guards clusters with a token once ~/.ray/auth_token exists;
+    # this loopback test cluster and its clients (the engines inherit the
+    # environment) go without.
+    os.environ["RAY_AUTH_MODE"] = "disabled"
     subprocess.run(
         [
             ray_bin,
@@ -46,6 +50,7 @@ def ray_address(tmp_path_factory):
             "--head",
             f"--port={port}",
             "--num-cpus=2",
+            "--object-store-memory=200000000",
             "--include-dashboard=false",
             "--disable-usage-stats",
             f"--temp-dir={temp_dir}",
@@ -59,6 +64,7 @@ def ray_address(tmp_path_factory):
         yield address
     finally:
         os.environ.pop("RAY_ADDRESS", None)
+        os.environ.pop("RAY_AUTH_MODE", None)
         if ray.is_initialized():
             ray.shutdown()
         subprocess.run([ray_bin, "stop", "--force"], capture_output=True)
