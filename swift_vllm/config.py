@@ -72,6 +72,11 @@ class SelfSkipConfig:
 
     # --- On-the-fly search (used when no explicit layers are given) ---
 
+    search_start: str = "middle"
+    """Where a search without a cached set starts: ``"middle"`` skips the
+    sub-layers nearest the middle of the stack (a strong prior on Llama-family
+    models), ``"random"`` a seeded random set, as the SWIFT reference does."""
+
     opt_interval: int = 1
     """During the optimization phase, score candidates every this many
     decoding steps (reference default 1)."""
@@ -200,6 +205,10 @@ class SelfSkipConfig:
             raise ValueError(f"context_window must be an integer >= 2, got {self.context_window!r}")
         if not 0.0 < self.max_score <= 1.0:
             raise ValueError(f"max_score must be in (0, 1], got {self.max_score}")
+        if self.search_start not in ("middle", "random"):
+            raise ValueError(
+                f'search_start must be "middle" or "random", got {self.search_start!r}'
+            )
         if not 0.0 < self.opt_time_share <= 1.0:
             raise ValueError(f"opt_time_share must be in (0, 1], got {self.opt_time_share}")
         if not 0.0 < self.restart_drop <= 1.0:

@@ -101,9 +101,15 @@ class AcceptanceReport:
 
 
 def starting_set(num_layers: int, config: SelfSkipConfig) -> SkipSet:
-    """The set drafting uses before any search result exists."""
+    """The set drafting uses before any search result exists (see the
+    ``search_start`` option): the middle-out default, or a random set drawn
+    with a fixed seed, as the SWIFT reference starts."""
     ratio = ADAPTIVE_START_RATIO if config.skip_ratio is None else config.skip_ratio
-    return default_skip_set(num_layers, ratio)
+    if config.search_start == "middle":
+        return default_skip_set(num_layers, ratio)
+    dims = num_skippable(num_layers)
+    chosen = set(random.Random(0).sample(range(dims), round(ratio * dims)))
+    return SkipSet.from_vector([int(i in chosen) for i in range(dims)], num_layers)
 
 
 class Searcher:
