@@ -21,9 +21,9 @@ import ray
 import torch
 from vllm import SamplingParams
 
+from swift_vllm.config import SelfSkipConfig
 from swift_vllm.search.actor import ACTOR_NAME, NAMESPACE
 from swift_vllm.search.cache import cache_key
-from swift_vllm.config import SelfSkipConfig
 from swift_vllm.search.searcher import starting_set
 from swift_vllm.skip_set import SkipSet, num_skippable
 
