@@ -6,10 +6,11 @@ often its argmax equals the token the full model produced next. The model's
 own output is the ground truth, so no labels are needed.
 
 The windows are re-read with K/V writes disabled: their positions already
-hold exact K/V from full-model passes, which stay untouched, and each window
-token attends to exact K/V of its context, as the first draft step does.
-All candidates are scored in one forward, the windows stacked once per
-candidate, each copy with its own per-row sub-layer mask.
+hold exact K/V from full-model passes, which stay untouched. Each window
+token attends to the exact K/V of the tokens before it (as a first draft
+step does) but not to its own slot, whose exact K/V would leak the full
+model's answer. All candidates are scored in one forward, the window tokens
+stacked once per candidate, each copy with its own per-row sub-layer mask.
 """
 
 from dataclasses import dataclass
@@ -71,32 +72,29 @@ def score_candidates(
 ) -> list[float]:
     """Matchness of each candidate over all windows (share of correct argmaxes)."""
     device = runner.device
-    num_layers = stack.num_layers
-    copies = [(c, w) for c in range(len(candidates)) for w in windows]
-    rows = torch.tensor([w.row for _, w in copies], device=device)
-    query_lens = torch.tensor([len(w.inputs) for _, w in copies], device=device)
-    positions = torch.cat(
-        [torch.arange(w.start, w.start + len(w.inputs), device=device) for _, w in copies]
-    )
-    input_ids = torch.as_tensor(np.concatenate([w.inputs for _, w in copies]), device=device)
-    targets = torch.as_tensor(np.concatenate([w.targets for _, w in copies]), device=device)
-    token_candidate = torch.repeat_interleave(
-        torch.tensor([c for c, _ in copies], device=device), query_lens
-    )
+    rows = np.concatenate([np.full(len(w.inputs), w.row) for w in windows])
+    positions = np.concatenate([np.arange(w.start, w.start + len(w.inputs)) for w in windows])
+    inputs = np.concatenate([w.inputs for w in windows])
+    targets = torch.as_tensor(np.concatenate([w.targets for w in windows]), device=device)
+    copies = len(candidates)  # every window token once per candidate
+    input_ids = torch.as_tensor(np.tile(inputs, copies), device=device)
     dtype = stack.embed(input_ids[:1]).dtype
-    attention_keep = torch.ones(len(candidates), num_layers, dtype=dtype, device=device)
+    attention_keep = torch.ones(copies, stack.num_layers, dtype=dtype, device=device)
     mlp_keep = torch.ones_like(attention_keep)
     for c, skip in enumerate(candidates):
         attention_keep[c, list(skip.attention)] = 0
         mlp_keep[c, list(skip.mlp)] = 0
-    with runner.forward_context(rows, positions, query_lens, write_kv=False):
+    token_candidate = torch.arange(copies, device=device).repeat_interleave(len(inputs))
+    positions_t = torch.as_tensor(np.tile(positions, copies), device=device)
+    with runner.forward_context(
+        torch.as_tensor(np.tile(rows, copies), device=device), positions_t, write_kv=False
+    ):
         hidden = masked_forward(
             stack,
             input_ids,
-            positions,
+            positions_t,
             attention_keep[token_candidate],
             mlp_keep[token_candidate],
         )
-        hits = (stack.logits(hidden).argmax(dim=-1) == targets).float()
-    per_candidate = torch.zeros(len(candidates), device=device).index_add_(0, token_candidate, hits)
-    return (per_candidate / (len(hits) / len(candidates))).tolist()
+        predicted = stack.logits(hidden).argmax(dim=-1).view(copies, len(inputs))
+    return (predicted == targets).float().mean(dim=1).tolist()
