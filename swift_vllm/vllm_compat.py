@@ -407,6 +407,11 @@ class SelfSkipWorkerExtension:
     def self_skip_current(self) -> dict[str, list[int]]:
         return self.model_runner.drafter.skip_set.to_dict()
 
+    def self_skip_search_status(self) -> dict[str, Any] | None:
+        """The proposer's view of the shared search (None with a fixed set)."""
+        search = self.model_runner.drafter._search
+        return None if search is None else search.status()
+
     def self_skip_stats(self) -> dict[str, float]:
         """The proposer's cumulative draft / acceptance counters."""
         return self.model_runner.drafter.stats.to_dict()

@@ -146,6 +146,7 @@ class SearchClient:
         self._actor: ray.actor.ActorHandle | None = None
         self._connecting = False
         self._warned = False
+        self._losses = 0  # times the actor was lost (each logged while warned is reset)
         self._pending: dict[ray.ObjectRef, int] = {}  # ref -> submission number
         self._submitted = self._applied = 0
         self._proposal: ray.ObjectRef | None = None  # the propose call in flight
@@ -233,6 +234,7 @@ class SearchClient:
                 "phase": snapshot.phase,
                 "current": snapshot.skip_set.to_dict(),
                 "best_matchness": snapshot.score,
+                "actor_losses": self._losses,
             }
 
     def close(self) -> None:
@@ -289,6 +291,7 @@ class SearchClient:
             self._pending.clear()
             self._proposal = None
             self._ready = ()
+            self._losses += 1
             if not self._warned:
                 self._warned = True
                 logger.warning(
