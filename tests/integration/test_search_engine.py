@@ -88,7 +88,7 @@ def search_config(tmp_path_factory) -> dict:
         # search has something to improve on; few iterations, so it finishes
         # within the first test's generations.
         "search_start": "random",
-        "max_opt_iter": 24,
+        "max_opt_iter": 100,
         "opt_time_share": 1.0,
     }
 
