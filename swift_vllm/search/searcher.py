@@ -215,19 +215,15 @@ class Searcher:
             return
         self.windows_scored += 1
         self._window_noise = 0.5 / math.sqrt(window_tokens)
-        anchor = max(
-            (s for s, _ in scores if s in self._scores),
-            key=lambda s: len(self._scores[s]),
-            default=None,
-        )
-        offset = 0.0 if anchor is None else self.score(anchor) - dict(scores)[anchor]
+        # Raw scores only: correcting each window by the incumbent's deviation
+        # chained corrections across incumbents and drifted (estimates of 1.7).
         best = self._best_speedup()
-        for skip_set, raw in scores:
-            if skip_set == anchor:
-                self._scores[skip_set].append(raw)
-                continue
-            value = raw + offset
+        # The incumbent comes first; once scored, it is only a re-scored baseline.
+        baseline = scores[0][0] if scores[0][0] in self._scores else None
+        for skip_set, value in scores:
             self._scores.setdefault(skip_set, []).append(value)
+            if skip_set == baseline:
+                continue
             # Improving means a better predicted speedup: with a fixed ratio
             # that is a better matchness; with an adaptive one, a better
             # set at a worse size is no progress.
