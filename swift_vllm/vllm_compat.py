@@ -412,6 +412,15 @@ class SelfSkipWorkerExtension:
         search = self.model_runner.drafter._search
         return None if search is None else search.status()
 
+    def touch_kv_cache(self) -> int:
+        """Write every KV-cache page so it is resident; returns its bytes.
+        CPU caches are allocated lazily, so how much of them is resident
+        depends on the traffic served: memory comparisons touch them first."""
+        caches = self.model_runner.kv_caches
+        for cache in caches:
+            cache.zero_()
+        return sum(cache.numel() * cache.element_size() for cache in caches)
+
     def self_skip_stats(self) -> dict[str, float]:
         """The proposer's cumulative draft / acceptance counters."""
         return self.model_runner.drafter.stats.to_dict()
