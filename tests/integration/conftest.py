@@ -33,7 +33,11 @@ class Engine:
         return DraftStats(**{k: v for k, v in counters.items() if k in DraftStats.__annotations__})
 
     def resident_bytes(self) -> int:
-        return sum(psutil.Process(pid).memory_info().rss for pid in self.pids)
+        """Resident memory of the engine's own processes (engine core and
+        workers; helpers such as multiprocessing's resource tracker, started
+        by whichever engine comes first, are not the engine's)."""
+        processes = [psutil.Process(pid) for pid in self.pids]
+        return sum(p.memory_info().rss for p in processes if p.name().startswith("VLLM::"))
 
 
 def _child_pids() -> set[int]:
