@@ -33,11 +33,24 @@ class Engine:
         return DraftStats(**{k: v for k, v in counters.items() if k in DraftStats.__annotations__})
 
     def resident_bytes(self) -> int:
-        """Resident memory of the engine's own processes (engine core and
-        workers; helpers such as multiprocessing's resource tracker, started
-        by whichever engine comes first, are not the engine's)."""
-        processes = [psutil.Process(pid) for pid in self.pids]
-        return sum(p.memory_info().rss for p in processes if p.name().startswith("VLLM::"))
+        """Anonymous resident memory (``RssAnon``: weights, KV cache, buffers)
+        of the engine's own processes (engine core and workers). File-backed
+        pages, such as the mmapped checkpoint, come and go with the page
+        cache, and helpers such as multiprocessing's resource tracker belong
+        to whichever engine started first."""
+        total = 0
+        for pid in self.pids:
+            if psutil.Process(pid).name().startswith("VLLM::"):
+                total += _rss_anon_bytes(pid)
+        return total
+
+
+def _rss_anon_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no RssAnon for process {pid}")
 
 
 def _child_pids() -> set[int]:
