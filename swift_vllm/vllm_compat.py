@@ -249,10 +249,6 @@ class RunnerView:
         self._runner = runner
 
     @property
-    def vllm_config(self) -> Any:
-        return self._runner.vllm_config
-
-    @property
     def device(self) -> torch.device:
         return self._runner.device
 
