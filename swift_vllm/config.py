@@ -62,9 +62,10 @@ class SelfSkipConfig:
     ``num_speculative_tokens`` tokens; the confidence stop does not apply."""
 
     guard: bool = True
-    """Profitability guard: draft only while the measured acceptance and
-    draft / verify step costs predict a speedup at the current batch size
-    (see ``swift_vllm/guard.py``). ``False`` always drafts."""
+    """Profitability guard: per batch size, run the drafters (none, lookup
+    only, or lookup and self-skip) whose measured decoding rate is highest,
+    probing the others now and then (see ``swift_vllm/guard.py``). ``False``
+    always drafts with every enabled drafter."""
 
     task: str = "default"
     """Key under which this engine's skip-set search and cache entry live;

@@ -1,38 +1,54 @@
-"""Profitability guard: draft only while speculation is measurably faster.
+"""Profitability guard: speculate only while it measurably beats plain decoding.
 
-Speculation loses when drafts are rejected too often or when drafting costs
-too much next to verification (large batches make the target step compute
-bound, so verifying k+1 tokens per request is no longer almost free). The
-guard predicts the speedup of the current batch size from live figures:
+Speculation loses when drafts are rejected too often or when drafting and
+verifying cost too much (large batches make the target step compute bound,
+so verifying k+1 tokens per request is no longer almost free). Rather than
+predict that from a cost model, the guard measures it. Per batch-size bucket
+it keeps the decoding rate (tokens per request per second of the whole
+step: lookup, drafting, verification and vLLM's own overheads) of each mode
+the method can run:
 
-    speedup = tokens_per_verify * plain_step_s / (draft_round_s + verify_step_s)
+* ``plain``: no drafts at all;
+* ``lookup``: prompt-lookup drafts only (when lookup is on);
+* ``self-skip``: self-skip drafts too, for the requests without a lookup draft.
 
-``tokens_per_verify`` is the mean tokens a request gains per verification
-(accepted drafts + the bonus token); the step times are running means per
-batch-size bucket. ``plain_step_s`` is measured on steps without drafts; until one is seen it
-is taken to equal the verification step (Leviathan et al.'s model).
-
-Hysteresis keeps it from flapping: it turns drafting off below
-``OFF_BELOW`` and back on above ``ON_ABOVE``. One step in every
-``PROBE_INTERVAL`` runs the other mode, so both step costs stay measured:
-while off it notices when speculation pays again, while on it keeps the
-plain-step baseline current.
+It runs the fastest mode, switching only when another one is faster by
+``SWITCH_MARGIN`` (hysteresis, so it does not flap), and runs each other
+mode once every ``PROBE_INTERVAL`` steps so that their rates stay current:
+it notices when speculation pays again. Self-skip drafting is kept only
+when it beats lookup alone, so lookup's acceptance cannot flatter it.
 """
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from enum import Enum
 
 logger = logging.getLogger(__name__)
 
-OFF_BELOW = 0.97
-ON_ABOVE = 1.03
-PROBE_INTERVAL = 32
-# Weight of a new measurement in the running means.
-_EMA_WEIGHT = 0.1
+# A mode takes over only when its rate beats the current one's by this factor.
+SWITCH_MARGIN = 1.03
+# While decided, one step in this many runs another mode (in turn).
+PROBE_INTERVAL = 16
+# Measurements of every mode at a batch size before the first decision.
+MIN_OBSERVATIONS = 3
+# Weight of a new measurement in the running mean rates.
+_EMA_WEIGHT = 0.2
 
 
-def _ema(old: float | None, new: float) -> float:
-    return new if old is None else (1.0 - _EMA_WEIGHT) * old + _EMA_WEIGHT * new
+class Mode(Enum):
+    """What a step drafts with, from cheapest to richest."""
+
+    PLAIN = "plain"
+    LOOKUP = "lookup"
+    SELF_SKIP = "self-skip"
+
+    @property
+    def looks_up(self) -> bool:
+        return self is not Mode.PLAIN
+
+    @property
+    def self_skips(self) -> bool:
+        return self is Mode.SELF_SKIP
 
 
 def batch_bucket(batch_size: int) -> int:
@@ -41,68 +57,91 @@ def batch_bucket(batch_size: int) -> int:
 
 
 @dataclass
-class _StepCosts:
-    draft_round_s: float | None = None  # all draft steps of one round
-    verify_s: float | None = None  # a verification step after drafting
-    plain_s: float | None = None  # a step that verified no drafts
+class _Bucket:
+    """Measured rates and the decision for one batch-size bucket."""
+
+    current: Mode
+    rates: dict[Mode, float] = field(default_factory=dict)
+    observations: dict[Mode, int] = field(default_factory=dict)
+    steps: int = 0
+    probes: int = 0
 
 
 class ProfitabilityGuard:
-    """Decides per step whether drafting pays at the current batch size."""
+    """Chooses per step which drafters run at the current batch size."""
 
-    def __init__(self) -> None:
-        self._tokens_per_verify: float | None = None
-        self._costs: dict[int, _StepCosts] = {}
-        self._drafting: dict[int, bool] = {}
-        self._steps = 0
+    def __init__(self, lookup: bool) -> None:
+        richest = Mode.SELF_SKIP
+        self.modes: tuple[Mode, ...] = (
+            (Mode.PLAIN, Mode.LOOKUP, richest) if lookup else (Mode.PLAIN, richest)
+        )
+        self._buckets: dict[int, _Bucket] = {}
 
-    def observe_verification(self, tokens_per_verify: float) -> None:
-        """Mean tokens per request from one verification of drafts."""
-        self._tokens_per_verify = _ema(self._tokens_per_verify, tokens_per_verify)
+    def choose(self, batch_size: int) -> Mode:
+        """The mode for a step with ``batch_size`` running requests."""
+        bucket = self._bucket(batch_size)
+        bucket.steps += 1
+        unmeasured = [m for m in self.modes if bucket.observations.get(m, 0) < MIN_OBSERVATIONS]
+        if unmeasured:
+            # Least measured first (richest on ties): the modes take turns.
+            return min(reversed(unmeasured), key=lambda m: bucket.observations.get(m, 0))
+        self._decide(batch_size, bucket)
+        if bucket.steps % PROBE_INTERVAL == 0:
+            others = [m for m in self.modes if m is not bucket.current]
+            bucket.probes += 1
+            return others[bucket.probes % len(others)]
+        return bucket.current
 
-    def observe_step(self, batch_size: int, step_s: float, draft_round_s: float | None) -> None:
-        """One target step of ``step_s``: a verification of drafts that took
-        ``draft_round_s`` to make, or a plain step (``None``)."""
-        costs = self._costs.setdefault(batch_bucket(batch_size), _StepCosts())
-        if draft_round_s is None:
-            costs.plain_s = _ema(costs.plain_s, step_s)
-        else:
-            costs.verify_s = _ema(costs.verify_s, step_s)
-            costs.draft_round_s = _ema(costs.draft_round_s, draft_round_s)
+    def observe(self, batch_size: int, mode: Mode, tokens_per_request: float, step_s: float):
+        """A step in ``mode`` gained ``tokens_per_request`` tokens per request
+        in ``step_s`` seconds, everything included."""
+        bucket = self._bucket(batch_size)
+        rate = tokens_per_request / step_s
+        old = bucket.rates.get(mode)
+        bucket.rates[mode] = rate if old is None else old + _EMA_WEIGHT * (rate - old)
+        bucket.observations[mode] = bucket.observations.get(mode, 0) + 1
 
-    def predicted_speedup(self, batch_size: int) -> float | None:
-        """Predicted tokens/s of drafting over plain decoding; None before
-        drafting at this batch size was measured."""
-        costs = self._costs.get(batch_bucket(batch_size))
-        if costs is None or costs.verify_s is None or self._tokens_per_verify is None:
+    def speedup(self, batch_size: int, mode: Mode | None = None) -> float | None:
+        """Measured rate of ``mode`` (default: the current one) over plain
+        decoding at this batch size; None until both were measured."""
+        bucket = self._buckets.get(batch_bucket(batch_size))
+        if bucket is None:
             return None
-        plain_s = costs.plain_s if costs.plain_s is not None else costs.verify_s
-        return self._tokens_per_verify * plain_s / (costs.draft_round_s + costs.verify_s)
+        rate = bucket.rates.get(mode or bucket.current)
+        plain = bucket.rates.get(Mode.PLAIN)
+        return None if rate is None or not plain else rate / plain
 
-    def should_draft(self, batch_size: int) -> bool:
-        bucket = batch_bucket(batch_size)
-        speedup = self.predicted_speedup(batch_size)
-        drafting = self._drafting.get(bucket, True)
-        if speedup is not None:
-            if drafting and speedup < OFF_BELOW:
-                drafting = False
-                logger.info(
-                    "self-skip guard: drafting off at batch size ~%d (predicted speedup %.2fx)",
-                    bucket,
-                    speedup,
-                )
-            elif not drafting and speedup > ON_ABOVE:
-                drafting = True
-                logger.info(
-                    "self-skip guard: drafting on at batch size ~%d (predicted speedup %.2fx)",
-                    bucket,
-                    speedup,
-                )
-            self._drafting[bucket] = drafting
-        self._steps += 1
-        probe = self._steps % PROBE_INTERVAL == 0
-        return drafting != probe
+    def current(self, batch_size: int) -> Mode:
+        """The guard's decision for this batch size, probes aside."""
+        return self._bucket(batch_size).current
 
-    def is_drafting(self, batch_size: int) -> bool:
-        """The guard's verdict for this batch size, probes aside."""
-        return self._drafting.get(batch_bucket(batch_size), True)
+    def status(self) -> dict[int, dict]:
+        """Per bucket: the mode in force and each mode's speedup over plain."""
+        return {
+            size: {
+                "mode": bucket.current.value,
+                "speedup": {m.value: self.speedup(size, m) for m in bucket.rates},
+            }
+            for size, bucket in sorted(self._buckets.items())
+        }
+
+    def _bucket(self, batch_size: int) -> _Bucket:
+        return self._buckets.setdefault(batch_bucket(batch_size), _Bucket(self.modes[-1]))
+
+    def _decide(self, batch_size: int, bucket: _Bucket) -> None:
+        best = max(self.modes, key=lambda m: bucket.rates[m])
+        if (
+            best is bucket.current
+            or bucket.rates[best] <= SWITCH_MARGIN * bucket.rates[bucket.current]
+        ):
+            return
+        logger.info(
+            "self-skip guard: batch size ~%d now decodes with %s "
+            "(measured %.2fx plain; %s was %.2fx)",
+            batch_bucket(batch_size),
+            "no drafts" if best is Mode.PLAIN else f"{best.value} drafts",
+            self.speedup(batch_size, best),
+            bucket.current.value,
+            self.speedup(batch_size, bucket.current),
+        )
+        bucket.current = best

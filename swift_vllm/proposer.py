@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from swift_vllm.config import SelfSkipConfig
-from swift_vllm.guard import ProfitabilityGuard
+from swift_vllm.guard import Mode, ProfitabilityGuard
 from swift_vllm.layer_skip import skipped_forward
 from swift_vllm.lookup import lookup_draft
 from swift_vllm.scoring import score_candidates, select_windows
@@ -45,8 +45,11 @@ class _Round:
     drafted: dict[str, int]  # request -> self-skip draft tokens proposed
     looked_up: dict[str, int]  # request -> prompt-lookup draft tokens proposed
     skip_set: SkipSet
+    mode: Mode  # the drafters that ran
+    scored: bool  # whether candidate sets were scored (an optimization cost)
     draft_s: float | None  # seconds spent drafting; None if nothing was drafted
     draft_steps: int
+    started: float
     ended: float
 
 
@@ -71,7 +74,7 @@ class SelfSkipProposer:
         self.model_name = vllm_config.model_config.model
         self.skip_set: SkipSet | None = None  # known once the model is loaded
         self.stats = DraftStats()
-        self._guard = ProfitabilityGuard() if self.options.guard else None
+        self._guard = ProfitabilityGuard(self.options.lookup) if self.options.guard else None
         self._search = None  # a SearchClient unless the set is fixed
         self._runner: RunnerView | None = None
         self._stack: DecoderStack | None = None
@@ -116,6 +119,14 @@ class SelfSkipProposer:
             logger.debug("self-skip set: attention %s, MLP %s", skip.attention, skip.mlp)
         self.skip_set = skip
 
+    def search_status(self) -> dict | None:
+        """The shared search's status for this model and task (None with a fixed set)."""
+        return None if self._search is None else self._search.status()
+
+    def guard_status(self) -> dict[int, dict] | None:
+        """The profitability guard's decisions per batch size (None when off)."""
+        return None if self._guard is None else self._guard.status()
+
     def propose(
         self,
         sampled_token_ids: list[list[int]],
@@ -139,25 +150,25 @@ class SelfSkipProposer:
         lengths = num_tokens_no_spec[:num_reqs].astype(np.int64)
         budgets = np.minimum(self.max_draft_len, self.max_model_len - lengths)
         rows = [i for i in range(num_reqs) if sampled_token_ids[i] and budgets[i] > 0]
-        if self._search is not None:
-            self._search_step(rows, lengths, token_ids_cpu)
+        scored = self._search is not None and self._search_step(rows, lengths, token_ids_cpu)
 
+        mode = Mode.SELF_SKIP if self._guard is None else self._guard.choose(num_reqs)
+        if mode is not Mode.SELF_SKIP:
+            self.stats.guard_skipped_steps += 1
         drafts: list[list[int]] = [[] for _ in range(num_reqs)]
-        if self.options.lookup:
+        if self.options.lookup and mode.looks_up:
             self._lookup(rows, lengths, token_ids_cpu, drafts)
         looked_up = {req_ids[i]: len(drafts[i]) for i in rows if drafts[i]}
         # Only requests without a lookup draft run the skipped model.
         rows = [i for i in rows if not drafts[i]]
         draft_s, steps, draft_probs = None, 0, None
-        if rows and (self._guard is None or self._guard.should_draft(len(rows))):
+        if rows and mode.self_skips:
             draft_started = time.perf_counter()
             with torch.inference_mode():
                 steps, draft_probs = self._draft(rows, lengths, budgets, token_ids_cpu, drafts)
             draft_s = time.perf_counter() - draft_started
             self.stats.draft_steps += steps
             self.stats.draft_seconds += draft_s
-        elif rows:
-            self.stats.guard_skipped_steps += 1
         if draft_probs is not None:
             # Lookup drafts are deterministic: a one-hot q makes min(1, p/q)
             # exact for them in the same batch.
@@ -172,8 +183,11 @@ class SelfSkipProposer:
             },
             looked_up=looked_up,
             skip_set=self.skip_set,
+            mode=mode,
+            scored=scored,
             draft_s=draft_s,
             draft_steps=steps,
+            started=started,
             ended=time.perf_counter(),
         )
         return drafts
@@ -196,16 +210,15 @@ class SelfSkipProposer:
             self.stats.lookup_drafts += looked_up.requests
             self.stats.lookup_draft_tokens += looked_up.drafted
             self.stats.lookup_accepted_tokens += looked_up.accepted
-        # Only steps that decoded the same requests as the round before (no
-        # prefill mixed in, nobody joined or left) and verified no lookup
-        # drafts time a self-skip or plain step fairly.
-        steady = previous.req_ids == frozenset(req_ids) and all(sampled) and not previous.looked_up
+        # Only rounds that decoded the same requests as the round before (no
+        # prefill mixed in, nobody joined or left) and scored no candidates
+        # time a mode fairly.
+        steady = previous.req_ids == frozenset(req_ids) and all(sampled) and not previous.scored
         if self._guard is not None and steady:
-            if verified is not None:
-                self._guard.observe_verification(1.0 + verified.accepted / verified.requests)
-                self._guard.observe_step(len(req_ids), step_s, previous.draft_s)
-            elif previous.draft_s is None:
-                self._guard.observe_step(len(req_ids), step_s, None)
+            tokens_per_request = sum(len(tokens) for tokens in sampled) / len(sampled)
+            self._guard.observe(
+                len(req_ids), previous.mode, tokens_per_request, started - previous.started
+            )
         if self._search is not None and verified is not None:
             self._search.report_acceptance(
                 previous.skip_set,
@@ -216,9 +229,10 @@ class SelfSkipProposer:
                 len(req_ids),
             )
 
-    def _search_step(self, rows: list[int], lengths: np.ndarray, token_ids: np.ndarray) -> None:
+    def _search_step(self, rows: list[int], lengths: np.ndarray, token_ids: np.ndarray) -> bool:
         """Take up the search's best set; while it optimizes, score its
-        candidates on the tokens the full model just generated."""
+        candidates on the tokens the full model just generated. Returns
+        whether it scored."""
         self.set_skip_set(self._search.current())
         windows = select_windows(
             rows,
@@ -228,10 +242,10 @@ class SelfSkipProposer:
             self.options.context_window,
         )
         if not windows or not self._scoring_within_budget():
-            return
+            return False
         candidates = self._search.candidates()
         if not candidates:
-            return
+            return False
         started = time.perf_counter()
         with torch.inference_mode():
             scores = score_candidates(self._runner, self._stack, windows, candidates)
@@ -243,6 +257,7 @@ class SelfSkipProposer:
         self._search.report_scores(
             list(zip(candidates, scores, strict=True)), window_tokens, seconds
         )
+        return True
 
     def _scoring_within_budget(self) -> bool:
         """Scoring's share of the wall time stays under ``opt_time_share``."""

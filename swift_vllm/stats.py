@@ -44,7 +44,7 @@ class DraftStats(AcceptanceCounters):
     draft_seconds: float = 0.0
     verify_steps: int = 0  # target forwards between two proposals
     verify_seconds: float = 0.0
-    guard_skipped_steps: int = 0  # steps the profitability guard did not draft
+    guard_skipped_steps: int = 0  # steps the profitability guard ran without self-skip drafts
     scoring_steps: int = 0  # candidate-scoring forwards of the search
     scoring_seconds: float = 0.0
 

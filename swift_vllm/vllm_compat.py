@@ -405,8 +405,12 @@ class SelfSkipWorkerExtension:
 
     def self_skip_search_status(self) -> dict[str, Any] | None:
         """The proposer's view of the shared search (None with a fixed set)."""
-        search = self.model_runner.drafter._search
-        return None if search is None else search.status()
+        return self.model_runner.drafter.search_status()
+
+    def self_skip_guard(self) -> dict[int, dict] | None:
+        """Per batch-size bucket, the profitability guard's mode and measured
+        speedups (None with the guard off)."""
+        return self.model_runner.drafter.guard_status()
 
     def touch_kv_cache(self) -> int:
         """Write every KV-cache page so it is resident; returns its bytes.

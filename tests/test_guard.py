@@ -1,55 +1,82 @@
-from swift_vllm.guard import OFF_BELOW, PROBE_INTERVAL, ProfitabilityGuard, batch_bucket
+import pytest
+
+from swift_vllm.guard import (
+    MIN_OBSERVATIONS,
+    PROBE_INTERVAL,
+    SWITCH_MARGIN,
+    Mode,
+    ProfitabilityGuard,
+    batch_bucket,
+)
 
 
-def _run(
-    guard: ProfitabilityGuard,
-    batch_size: int,
-    steps: int,
-    *,
-    tokens: float,
-    draft_s: float,
-    verify_s: float,
-    plain_s: float,
-) -> list[bool]:
-    """Feed a synthetic workload; return the guard's decisions."""
-    decisions = []
+def _run(guard: ProfitabilityGuard, batch_size: int, steps: int, rates: dict[Mode, float]):
+    """Feed a synthetic workload in which each mode decodes at a fixed rate
+    (tokens per request per second); return the modes the guard chose."""
+    chosen = []
     for _ in range(steps):
-        drafting = guard.should_draft(batch_size)
-        decisions.append(drafting)
-        if drafting:
-            guard.observe_verification(tokens)
-            guard.observe_step(batch_size, verify_s, draft_s)
-        else:
-            guard.observe_step(batch_size, plain_s, None)
-    return decisions
+        mode = guard.choose(batch_size)
+        chosen.append(mode)
+        tokens = {Mode.PLAIN: 1.0, Mode.LOOKUP: 1.5, Mode.SELF_SKIP: 2.0}[mode]
+        guard.observe(batch_size, mode, tokens, tokens / rates[mode])
+    return chosen
 
 
 def test_buckets():
     assert [batch_bucket(b) for b in (1, 2, 3, 4, 5, 16, 17)] == [1, 2, 4, 4, 8, 16, 32]
 
 
-def test_stays_on_when_speculation_pays():
-    guard = ProfitabilityGuard()
-    decisions = _run(guard, 1, 200, tokens=2.5, draft_s=0.005, verify_s=0.011, plain_s=0.010)
-    assert guard.predicted_speedup(1) > 1.5
-    assert guard.is_drafting(1)
-    # Only the probes skip drafting.
-    assert decisions.count(False) == 200 // PROBE_INTERVAL
+def test_measures_every_mode_before_deciding():
+    guard = ProfitabilityGuard(lookup=True)
+    first = _run(guard, 1, 3 * MIN_OBSERVATIONS, {m: 10.0 for m in Mode})
+    assert all(first.count(m) == MIN_OBSERVATIONS for m in Mode)
+    # Richest first, and it stays the choice when nothing beats it.
+    assert first[0] is Mode.SELF_SKIP
+    assert guard.current(1) is Mode.SELF_SKIP
 
 
-def test_turns_off_when_it_loses_and_probes_rarely():
-    guard = ProfitabilityGuard()
-    decisions = _run(guard, 16, 400, tokens=1.3, draft_s=0.08, verify_s=0.05, plain_s=0.03)
-    assert guard.predicted_speedup(16) < OFF_BELOW
-    assert not guard.is_drafting(16)
-    assert sum(decisions[100:]) == len(decisions[100:]) // PROBE_INTERVAL
-    # Batch size 1 has its own costs and is not switched off by batch 16.
-    assert guard.should_draft(1)
+def test_keeps_self_skip_when_it_pays_and_probes_rarely():
+    guard = ProfitabilityGuard(lookup=True)
+    rates = {Mode.PLAIN: 10.0, Mode.LOOKUP: 12.0, Mode.SELF_SKIP: 16.0}
+    chosen = _run(guard, 1, 320, rates)
+    assert guard.current(1) is Mode.SELF_SKIP
+    assert guard.speedup(1) == pytest.approx(1.6)
+    later = chosen[3 * MIN_OBSERVATIONS :]
+    assert later.count(Mode.SELF_SKIP) >= len(later) * (1 - 1.5 / PROBE_INTERVAL)
+    assert {Mode.PLAIN, Mode.LOOKUP} <= set(later)  # both still probed
 
 
-def test_turns_back_on_when_acceptance_recovers():
-    guard = ProfitabilityGuard()
-    _run(guard, 4, 300, tokens=1.1, draft_s=0.03, verify_s=0.02, plain_s=0.02)
-    assert not guard.is_drafting(4)
-    _run(guard, 4, 3000, tokens=3.5, draft_s=0.01, verify_s=0.02, plain_s=0.02)
-    assert guard.is_drafting(4)
+def test_falls_back_to_plain_at_large_batch_only():
+    guard = ProfitabilityGuard(lookup=True)
+    _run(guard, 32, 200, {Mode.PLAIN: 10.0, Mode.LOOKUP: 7.0, Mode.SELF_SKIP: 4.0})
+    assert guard.current(32) is Mode.PLAIN
+    assert guard.status()[32]["mode"] == "plain"
+    # Batch size 1 has its own measurements and is not switched off by 32.
+    assert guard.choose(1) is Mode.SELF_SKIP
+
+
+def test_lookup_alone_when_self_skip_drafts_do_not_pay():
+    """Self-skip is judged against lookup alone, so lookup's gains cannot
+    keep a losing skip set drafting."""
+    guard = ProfitabilityGuard(lookup=True)
+    _run(guard, 4, 200, {Mode.PLAIN: 10.0, Mode.LOOKUP: 13.0, Mode.SELF_SKIP: 11.0})
+    assert guard.current(4) is Mode.LOOKUP
+
+
+def test_without_lookup_only_plain_and_self_skip():
+    guard = ProfitabilityGuard(lookup=False)
+    chosen = _run(guard, 8, 200, {Mode.PLAIN: 10.0, Mode.SELF_SKIP: 8.0})
+    assert Mode.LOOKUP not in chosen
+    assert guard.current(8) is Mode.PLAIN
+
+
+def test_hysteresis_and_recovery():
+    guard = ProfitabilityGuard(lookup=False)
+    # Within the margin: no switch away from the richest mode.
+    _run(guard, 2, 200, {Mode.PLAIN: 10.0 * SWITCH_MARGIN * 0.99, Mode.SELF_SKIP: 10.0})
+    assert guard.current(2) is Mode.SELF_SKIP
+    _run(guard, 2, 300, {Mode.PLAIN: 10.0, Mode.SELF_SKIP: 6.0})
+    assert guard.current(2) is Mode.PLAIN
+    # Acceptance recovers: the probes notice and drafting resumes.
+    _run(guard, 2, 600, {Mode.PLAIN: 10.0, Mode.SELF_SKIP: 15.0})
+    assert guard.current(2) is Mode.SELF_SKIP

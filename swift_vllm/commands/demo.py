@@ -65,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
         accepted = sources[f"{prefix}accepted_tokens"]
         share = f"{accepted / drafted:.2%} accepted" if drafted else "none"
         print(f"  {source:16}: {drafted:5d} tokens, {share}")
-    print(f"  steps the profitability guard did not draft: {sources['guard_skipped_steps']}")
+    skipped = sources["guard_skipped_steps"]
+    print(f"  steps the profitability guard ran without self-skip drafts: {skipped}")
     identical = plain_tokens == spec_tokens
     print(f"greedy output identical to plain decoding: {identical}")
     return 0 if identical else 1
