@@ -54,11 +54,22 @@ def install() -> None:
             f"swift-vllm supports vLLM {SUPPORTED_VLLM_VERSION} only, found "
             f"{vllm.__version__}; install swift-vllm's pinned vLLM"
         )
+    _log_through_vllm()
     _patch_speculative_config()
     _patch_lookahead_slots()
     _patch_runner_handover()
     _patch_cpu_expand_batch_to_tokens()
     _installed = True
+
+
+def _log_through_vllm() -> None:
+    """Hang the ``swift_vllm`` loggers under vLLM's ``vllm`` logger.
+
+    vLLM gives only its own logger a handler in its processes (engine core,
+    workers, server), so the proposer's and guard's messages would otherwise
+    be lost below WARNING. As children they use vLLM's handler, level and
+    format, whenever and however vLLM configures it."""
+    logging.getLogger("swift_vllm").parent = logging.getLogger("vllm")
 
 
 # --- configuration -------------------------------------------------------

@@ -11,7 +11,7 @@ import psutil
 import pytest
 
 from swift_vllm.bench.methods import METHODS, notes, parse_labels, speculative_configs
-from swift_vllm.bench.offline import Workload, write_answers
+from swift_vllm.bench.offline import Workload, select_questions, write_answers
 from swift_vllm.bench.online import (
     ServeWorkload,
     add_speedups,
@@ -281,6 +281,13 @@ def test_workload_groups_cover_every_prompt_once():
     workload = Workload([{}] * 5, [1, 2, 4], 8, 0.0, repeats=2)
     assert [list(g) for g in workload.groups(2)] == [[0, 1], [2, 3], [4]]
     assert workload.num_generate_calls() == 2 * (5 + 3 + 2)
+
+
+def test_questions_by_category():
+    picked = select_questions(None, 16, ["summarization", "rag"])
+    assert [q["category"] for q in picked] == ["rag"] * 8 + ["summarization"] * 8
+    with pytest.raises(ValueError, match="unknown categories \\['cooking'\\]"):
+        select_questions(None, 4, ["coding", "cooking"])
 
 
 def test_online_commands():

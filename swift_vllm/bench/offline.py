@@ -48,9 +48,22 @@ class Workload:
         return self.repeats * sum(len(self.groups(b)) for b in self.batch_sizes)
 
 
-def select_questions(dataset: Path | str | None, num_prompts: int) -> list[dict]:
-    """``num_prompts`` questions taking categories in turn, then sorted by category."""
-    questions = spread_by_category(load_questions(dataset), num_prompts)
+def select_questions(
+    dataset: Path | str | None, num_prompts: int, categories: list[str] | None = None
+) -> list[dict]:
+    """``num_prompts`` questions (of ``categories`` only, if given) taking
+    categories in turn, then sorted by category: with as many prompts per
+    category as the batch size, every batch holds one category."""
+    questions = load_questions(dataset)
+    if categories:
+        known = {q["category"] for q in questions}
+        unknown = sorted(set(categories) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown categories {unknown}; the dataset has {', '.join(sorted(known))}"
+            )
+        questions = [q for q in questions if q["category"] in categories]
+    questions = spread_by_category(questions, num_prompts)
     return sorted(questions, key=lambda q: q["category"])
 
 

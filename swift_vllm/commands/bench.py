@@ -49,10 +49,27 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model", default="smollm2", help=f"{'|'.join(KNOWN_MODELS)} or a model folder"
     )
-    parser.add_argument("--dataset", help="Spec-Bench JSONL (default: the packaged dev set)")
-    parser.add_argument("--max-tokens", type=int, default=128)
-    parser.add_argument("--temperature", type=float, default=0.0)
-    parser.add_argument("--num-speculative-tokens", type=int, default=4)
+    parser.add_argument(
+        "--dataset",
+        help="Spec-Bench JSONL: question_id, category, turns (default: the packaged dev set)",
+    )
+    parser.add_argument(
+        "--categories",
+        type=lambda text: [c for c in text.split(",") if c],
+        help="comma-separated categories to draw prompts from (default: all)",
+    )
+    parser.add_argument(
+        "--max-tokens", type=int, default=128, help="new tokens per request (default: 128)"
+    )
+    parser.add_argument(
+        "--temperature", type=float, default=0.0, help="0 is greedy decoding (default: 0)"
+    )
+    parser.add_argument(
+        "--num-speculative-tokens",
+        type=int,
+        default=4,
+        help="draft tokens per step, for every speculative method (default: 4)",
+    )
     parser.add_argument(
         "--speculative-config",
         type=json.loads,
@@ -69,9 +86,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="vanilla,ngram,self-skip",
         help=f"comma-separated, from: {', '.join(bench_methods.METHODS)}",
     )
-    parser.add_argument("--batch-sizes", type=int_list, default="1,4,16")
-    parser.add_argument("--num-prompts", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--batch-sizes",
+        type=int_list,
+        default="1,4,16",
+        help="requests per generate call; the prompts run in groups of each (default: 1,4,16)",
+    )
+    parser.add_argument(
+        "--num-prompts",
+        type=int,
+        default=64,
+        help="prompts, spread over the categories; a multiple of the largest batch size "
+        "per category gives batches of one category (default: 64)",
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="timed runs per batch size; medians (default: 3)"
+    )
     parser.add_argument("--ignore-eos", action="store_true", help="always decode --max-tokens")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
 
@@ -123,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
     labels = list(configs)
     model = resolve_model(args.model)
     workload = Workload(
-        questions=select_questions(args.dataset, args.num_prompts),
+        questions=select_questions(args.dataset, args.num_prompts, args.categories),
         batch_sizes=args.batch_sizes,
         max_tokens=args.max_tokens,
         temperature=args.temperature,

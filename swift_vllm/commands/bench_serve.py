@@ -55,8 +55,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="vanilla,self-skip",
         help=f"comma-separated, from: {', '.join(bench_methods.METHODS)}",
     )
-    parser.add_argument("--concurrency", type=int_list, default="1,4,16")
-    parser.add_argument("--num-prompts", type=int, default=32, help="requests per level")
+    parser.add_argument(
+        "--concurrency",
+        type=int_list,
+        default="1,4,16",
+        help="requests in flight, one load level each (default: 1,4,16)",
+    )
+    parser.add_argument(
+        "--num-prompts", type=int, default=32, help="requests per load level (default: 32)"
+    )
     parser.add_argument("--out", type=Path, required=True, help="output folder")
 
 
@@ -67,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     labels = list(configs)
     raw = args.out / "serve"
     raw.mkdir(parents=True, exist_ok=True)
-    questions = select_questions(args.dataset, args.num_prompts)
+    questions = select_questions(args.dataset, args.num_prompts, args.categories)
     work = ServeWorkload(
         model=resolve_model(args.model),
         prompts_file=write_prompts(questions, raw / "prompts.jsonl"),
