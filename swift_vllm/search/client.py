@@ -48,6 +48,10 @@ REPORT_INTERVAL_S = 0.5
 # Object store for a Ray cluster we start ourselves: the search ships only
 # small objects, and Ray's default is 30% of RAM.
 LOCAL_OBJECT_STORE_BYTES = 128 * 2**20
+# Ray ends a process whose cluster stays unreachable this long (default 60 s):
+# a vLLM worker must outlive a lost cluster and keep its last set instead.
+_GCS_RECONNECT_TIMEOUT_ENV = "RAY_gcs_rpc_server_reconnect_timeout_s"
+_GCS_RECONNECT_TIMEOUT_S = str(365 * 24 * 3600)
 
 T = TypeVar("T")
 
@@ -65,15 +69,20 @@ def _join_ray() -> None:
     )
 
 
-def connect_ray() -> None:
-    """Join a Ray cluster (see ``_join_ray``), or start a small local one
-    unless ``$RAY_ADDRESS`` names a cluster."""
+def connect_ray(start_local: bool = True) -> None:
+    """Join a Ray cluster (see ``_join_ray``), or, with ``start_local``,
+    start a small local one unless ``$RAY_ADDRESS`` names a cluster.
+
+    Start one only from a thread that lives as long as the process: Ray ties
+    the processes it starts to the starting *thread* (``PR_SET_PDEATHSIG``),
+    so a cluster started from a short-lived thread is killed when it ends."""
     if ray.is_initialized():
         return
+    os.environ.setdefault(_GCS_RECONNECT_TIMEOUT_ENV, _GCS_RECONNECT_TIMEOUT_S)
     try:
         _join_ray()
     except ConnectionError:
-        if os.environ.get("RAY_ADDRESS"):
+        if os.environ.get("RAY_ADDRESS") or not start_local:
             raise
         ray.init(
             address="local",
@@ -87,7 +96,8 @@ def connect_ray() -> None:
 
 
 def get_or_create_actor() -> ray.actor.ActorHandle:
-    connect_ray()
+    """The shared search actor; joins a cluster if needed, never starts one."""
+    connect_ray(start_local=False)
     return RemoteSearchActor.options(
         name=ACTOR_NAME, namespace=NAMESPACE, lifetime="detached", get_if_exists=True
     ).remote()
@@ -154,6 +164,10 @@ class SearchClient:
         self._steps = 0
         self._unsent: list[AcceptanceReport] = []  # acceptance not yet sent
         self._unsent_since = time.monotonic()
+        try:  # here, on the engine's long-lived thread; see connect_ray
+            connect_ray()
+        except Exception as exc:  # drafting goes on; the background thread retries
+            logger.warning("no Ray cluster for the skip-set search yet (%r)", exc)
         self._start_connecting()
 
     # --- the proposer's calls ---
