@@ -13,13 +13,26 @@ from swift_vllm.engine import (
     spread_by_category,
 )
 from swift_vllm.models import KNOWN_MODELS, fetch_model
+from swift_vllm.skip_set import SkipSet
 from swift_vllm.vllm_compat import WORKER_EXTENSION
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="smollm2", choices=sorted(KNOWN_MODELS))
-    parser.add_argument("--num-prompts", type=int, default=8)
-    parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument(
+        "--model",
+        default="smollm2",
+        choices=sorted(KNOWN_MODELS),
+        help="model to fetch (once) and run (default: smollm2)",
+    )
+    parser.add_argument(
+        "--num-prompts",
+        type=int,
+        default=8,
+        help="Spec-Bench dev prompts, spread over categories, run one at a time (default: 8)",
+    )
+    parser.add_argument(
+        "--max-tokens", type=int, default=128, help="new tokens per prompt (default: 128)"
+    )
     parser.add_argument(
         "--speculative-config",
         type=json.loads,
@@ -48,6 +61,12 @@ def run(args: argparse.Namespace) -> int:
         results[label] = (tokens, elapsed, SpecCounters.read(llm) - before)
         if spec is not None:
             sources = llm.collective_rpc("self_skip_stats")[0]
+            num_layers = llm.llm_engine.model_config.hf_config.num_hidden_layers
+            skip_set = SkipSet(
+                **{k: tuple(v) for k, v in llm.collective_rpc("self_skip_current")[0].items()}
+            )
+            search = llm.collective_rpc("self_skip_search_status")[0]
+            guard = llm.collective_rpc("self_skip_guard")[0]
         del llm
         gc.collect()
 
@@ -65,8 +84,16 @@ def run(args: argparse.Namespace) -> int:
         accepted = sources[f"{prefix}accepted_tokens"]
         share = f"{accepted / drafted:.2%} accepted" if drafted else "none"
         print(f"  {source:16}: {drafted:5d} tokens, {share}")
+    print(
+        f"skip set at the end: attention {list(skip_set.attention)}, MLP {list(skip_set.mlp)} "
+        f"(ratio {skip_set.ratio(num_layers):.2f})"
+    )
+    if search is not None:
+        print(f"  search: phase {search['phase']}, best matchness {search['best_matchness']}")
     skipped = sources["guard_skipped_steps"]
     print(f"  steps the profitability guard ran without self-skip drafts: {skipped}")
+    if guard:
+        print(f"  guard per batch size: {json.dumps(guard)}")
     identical = plain_tokens == spec_tokens
     print(f"greedy output identical to plain decoding: {identical}")
     return 0 if identical else 1
