@@ -12,7 +12,12 @@ the method can run:
 * ``lookup``: prompt-lookup drafts only (when lookup is on);
 * ``self-skip``: self-skip drafts too, for the requests without a lookup draft.
 
-It runs the fastest mode, switching only when another one is faster by
+The first batch size it sees, it measures every mode in turn. A batch size
+it has not measured yet runs what the nearest measured one runs (batches
+shrink through small sizes as requests finish, too briefly to measure
+everything there), measuring the other modes on every
+``EXPLORE_INTERVAL``-th step. Once measured, it runs the fastest mode,
+switching only when another one is faster by
 ``SWITCH_MARGIN`` (hysteresis, so it does not flap), and runs each other
 mode once every ``PROBE_INTERVAL`` steps so that their rates stay current:
 it notices when speculation pays again. Self-skip drafting is kept only
@@ -28,11 +33,15 @@ logger = logging.getLogger(__name__)
 # A mode takes over only when its rate beats the current one's by this factor.
 SWITCH_MARGIN = 1.03
 # While decided, one step in this many runs another mode (in turn).
-PROBE_INTERVAL = 16
+PROBE_INTERVAL = 32
 # Measurements of every mode at a batch size before the first decision.
 MIN_OBSERVATIONS = 3
-# Weight of a new measurement in the running mean rates.
-_EMA_WEIGHT = 0.2
+# Until then, one step in this many measures a mode that still lacks them;
+# the others run what the nearest decided batch size runs.
+EXPLORE_INTERVAL = 3
+# Weight of a new measurement in the running mean rates (once there are
+# more than 1 / _EMA_WEIGHT of them).
+_EMA_WEIGHT = 0.1
 
 
 class Mode(Enum):
@@ -65,6 +74,8 @@ class _Bucket:
     observations: dict[Mode, int] = field(default_factory=dict)
     steps: int = 0
     probes: int = 0
+    decided: bool = False  # every mode measured here
+    chosen: dict[Mode, int] = field(default_factory=dict)  # steps run in each mode
 
 
 class ProfitabilityGuard:
@@ -80,11 +91,20 @@ class ProfitabilityGuard:
     def choose(self, batch_size: int) -> Mode:
         """The mode for a step with ``batch_size`` running requests."""
         bucket = self._bucket(batch_size)
+        mode = self._choose(batch_size, bucket)
+        bucket.chosen[mode] = bucket.chosen.get(mode, 0) + 1
+        return mode
+
+    def _choose(self, batch_size: int, bucket: _Bucket) -> Mode:
         bucket.steps += 1
         unmeasured = [m for m in self.modes if bucket.observations.get(m, 0) < MIN_OBSERVATIONS]
         if unmeasured:
-            # Least measured first (richest on ties): the modes take turns.
+            borrowed = self._nearest_decision(batch_size)
+            if borrowed is not None and bucket.steps % EXPLORE_INTERVAL:
+                return borrowed
+            # Least measured first (richest on ties).
             return min(reversed(unmeasured), key=lambda m: bucket.observations.get(m, 0))
+        bucket.decided = True
         self._decide(batch_size, bucket)
         if bucket.steps % PROBE_INTERVAL == 0:
             others = [m for m in self.modes if m is not bucket.current]
@@ -96,10 +116,12 @@ class ProfitabilityGuard:
         """A step in ``mode`` gained ``tokens_per_request`` tokens per request
         in ``step_s`` seconds, everything included."""
         bucket = self._bucket(batch_size)
-        rate = tokens_per_request / step_s
-        old = bucket.rates.get(mode)
-        bucket.rates[mode] = rate if old is None else old + _EMA_WEIGHT * (rate - old)
-        bucket.observations[mode] = bucket.observations.get(mode, 0) + 1
+        count = bucket.observations.get(mode, 0) + 1
+        bucket.observations[mode] = count
+        # The plain mean of the first few, a running mean after that.
+        weight = max(1.0 / count, _EMA_WEIGHT)
+        old = bucket.rates.get(mode, 0.0)
+        bucket.rates[mode] = old + weight * (tokens_per_request / step_s - old)
 
     def speedup(self, batch_size: int, mode: Mode | None = None) -> float | None:
         """Measured rate of ``mode`` (default: the current one) over plain
@@ -116,17 +138,29 @@ class ProfitabilityGuard:
         return self._bucket(batch_size).current
 
     def status(self) -> dict[int, dict]:
-        """Per bucket: the mode in force and each mode's speedup over plain."""
+        """Per bucket: the mode in force (None while still measuring), each
+        mode's measured speedup over plain, and the steps run in each mode."""
         return {
             size: {
-                "mode": bucket.current.value,
+                "mode": bucket.current.value if bucket.decided else None,
                 "speedup": {m.value: self.speedup(size, m) for m in bucket.rates},
+                "steps": {m.value: n for m, n in bucket.chosen.items()},
             }
             for size, bucket in sorted(self._buckets.items())
         }
 
     def _bucket(self, batch_size: int) -> _Bucket:
         return self._buckets.setdefault(batch_bucket(batch_size), _Bucket(self.modes[-1]))
+
+    def _nearest_decision(self, batch_size: int) -> Mode | None:
+        """The mode of the decided bucket closest to ``batch_size`` (larger on
+        ties); None while none is decided."""
+        decided = [size for size, bucket in self._buckets.items() if bucket.decided]
+        if not decided:
+            return None
+        target = batch_bucket(batch_size).bit_length()
+        nearest = min(decided, key=lambda size: (abs(size.bit_length() - target), -size))
+        return self._buckets[nearest].current
 
     def _decide(self, batch_size: int, bucket: _Bucket) -> None:
         best = max(self.modes, key=lambda m: bucket.rates[m])

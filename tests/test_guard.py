@@ -1,6 +1,7 @@
 import pytest
 
 from swift_vllm.guard import (
+    EXPLORE_INTERVAL,
     MIN_OBSERVATIONS,
     PROBE_INTERVAL,
     SWITCH_MARGIN,
@@ -28,11 +29,23 @@ def test_buckets():
 
 def test_measures_every_mode_before_deciding():
     guard = ProfitabilityGuard(lookup=True)
-    first = _run(guard, 1, 3 * MIN_OBSERVATIONS, {m: 10.0 for m in Mode})
-    assert all(first.count(m) == MIN_OBSERVATIONS for m in Mode)
+    first = _run(guard, 1, 3 * EXPLORE_INTERVAL * MIN_OBSERVATIONS, {m: 10.0 for m in Mode})
+    assert all(first.count(m) >= MIN_OBSERVATIONS for m in Mode)
     # Richest first, and it stays the choice when nothing beats it.
     assert first[0] is Mode.SELF_SKIP
     assert guard.current(1) is Mode.SELF_SKIP
+    assert guard.status()[1]["speedup"]["self-skip"] == pytest.approx(1.0)
+
+
+def test_new_batch_size_borrows_the_nearest_decision():
+    """Batches shrink through small sizes as requests finish: there, the
+    guard runs what it decided for the nearest size while it measures."""
+    guard = ProfitabilityGuard(lookup=True)
+    rates = {Mode.PLAIN: 10.0, Mode.LOOKUP: 7.0, Mode.SELF_SKIP: 4.0}
+    _run(guard, 16, 100, rates)
+    assert guard.current(16) is Mode.PLAIN
+    tail = _run(guard, 6, 3 * EXPLORE_INTERVAL, rates)
+    assert tail.count(Mode.PLAIN) >= 2 * EXPLORE_INTERVAL
 
 
 def test_keeps_self_skip_when_it_pays_and_probes_rarely():
@@ -51,8 +64,10 @@ def test_falls_back_to_plain_at_large_batch_only():
     _run(guard, 32, 200, {Mode.PLAIN: 10.0, Mode.LOOKUP: 7.0, Mode.SELF_SKIP: 4.0})
     assert guard.current(32) is Mode.PLAIN
     assert guard.status()[32]["mode"] == "plain"
-    # Batch size 1 has its own measurements and is not switched off by 32.
-    assert guard.choose(1) is Mode.SELF_SKIP
+    # Batch size 1 has its own measurements: where drafting pays, it drafts.
+    _run(guard, 1, 200, {Mode.PLAIN: 10.0, Mode.LOOKUP: 12.0, Mode.SELF_SKIP: 14.0})
+    assert guard.current(1) is Mode.SELF_SKIP
+    assert guard.current(32) is Mode.PLAIN
 
 
 def test_lookup_alone_when_self_skip_drafts_do_not_pay():
