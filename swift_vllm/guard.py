@@ -17,7 +17,7 @@ it has not measured yet runs what the nearest measured one runs (batches
 shrink through small sizes as requests finish, too briefly to measure
 everything there), measuring the other modes on every
 ``EXPLORE_INTERVAL``-th step. Once measured, it runs the fastest mode,
-switching only when another one is faster by
+starting from plain decoding and switching only when another one is faster by
 ``SWITCH_MARGIN`` (hysteresis, so it does not flap), and runs each other
 mode once every ``PROBE_INTERVAL`` steps so that their rates stay current:
 it notices when speculation pays again. Self-skip drafting is kept only
@@ -150,7 +150,8 @@ class ProfitabilityGuard:
         }
 
     def _bucket(self, batch_size: int) -> _Bucket:
-        return self._buckets.setdefault(batch_bucket(batch_size), _Bucket(self.modes[-1]))
+        # Drafting has to beat plain decoding by the margin to be chosen.
+        return self._buckets.setdefault(batch_bucket(batch_size), _Bucket(Mode.PLAIN))
 
     def _nearest_decision(self, batch_size: int) -> Mode | None:
         """The mode of the decided bucket closest to ``batch_size`` (larger on
