@@ -62,14 +62,28 @@ def install() -> None:
     _installed = True
 
 
-def _log_through_vllm() -> None:
-    """Hang the ``swift_vllm`` loggers under vLLM's ``vllm`` logger.
+class _ThroughVllmHandlers(logging.Handler):
+    """Hands ``swift_vllm`` records to vLLM's handlers where nothing else
+    would print them: vLLM configures only its own ``vllm`` logger in its
+    processes (engine core, workers, server), so the proposer's and guard's
+    messages would be lost below WARNING. Where the root logger has handlers
+    (our CLI, pytest), the records reach them by propagation instead."""
 
-    vLLM gives only its own logger a handler in its processes (engine core,
-    workers, server), so the proposer's and guard's messages would otherwise
-    be lost below WARNING. As children they use vLLM's handler, level and
-    format, whenever and however vLLM configures it."""
-    logging.getLogger("swift_vllm").parent = logging.getLogger("vllm")
+    def emit(self, record: logging.LogRecord) -> None:
+        if logging.getLogger().handlers:
+            return
+        for handler in logging.getLogger("vllm").handlers:
+            if record.levelno >= handler.level:
+                handler.handle(record)
+
+
+def _log_through_vllm() -> None:
+    from vllm import envs
+
+    ours = logging.getLogger("swift_vllm")
+    if not any(isinstance(h, _ThroughVllmHandlers) for h in ours.handlers):
+        ours.addHandler(_ThroughVllmHandlers())
+    ours.setLevel(envs.VLLM_LOGGING_LEVEL)
 
 
 # --- configuration -------------------------------------------------------

@@ -59,6 +59,7 @@ def test_reference_entries_without_our_keys_load(tmp_path):
         ("{not json", "unreadable"),
         ("[1, 2]", "not a JSON object"),
         (json.dumps({"smol_default": {"attention": "x"}}), "malformed"),
+        (json.dumps({"smol_default": {**FOUND.to_dict(), "score": 1.2}}), "not a matchness"),
         (json.dumps({"smol_default": {**FOUND.to_dict(), "num_layers": 24}}), "24-layer"),
         (json.dumps({"smol_default": {"attention": [29], "mlp": []}}), "outside 1..28"),
     ],

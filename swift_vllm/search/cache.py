@@ -57,6 +57,8 @@ class SkipSetCache:
                 raise ValueError("layer indices must be integers")
             cached_layers = entry.get("num_layers", num_layers)
             score = None if entry.get("score") is None else float(entry["score"])
+            if score is not None and not 0.0 <= score <= 1.0:
+                raise ValueError(f"score {score} is not a matchness in [0, 1]")
         except (TypeError, KeyError, ValueError, AttributeError) as exc:
             logger.warning(
                 "cache entry %s in %s is malformed (%r): searching afresh",
