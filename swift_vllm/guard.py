@@ -74,7 +74,6 @@ class _Bucket:
     observations: dict[Mode, int] = field(default_factory=dict)
     steps: int = 0
     probes: int = 0
-    decided: bool = False  # every mode measured here
     chosen: dict[Mode, int] = field(default_factory=dict)  # steps run in each mode
 
 
@@ -97,14 +96,13 @@ class ProfitabilityGuard:
 
     def _choose(self, batch_size: int, bucket: _Bucket) -> Mode:
         bucket.steps += 1
-        unmeasured = [m for m in self.modes if bucket.observations.get(m, 0) < MIN_OBSERVATIONS]
+        unmeasured = self._unmeasured(bucket)
         if unmeasured:
             borrowed = self._nearest_decision(batch_size)
             if borrowed is not None and bucket.steps % EXPLORE_INTERVAL:
                 return borrowed
             # Least measured first (richest on ties).
             return min(reversed(unmeasured), key=lambda m: bucket.observations.get(m, 0))
-        bucket.decided = True
         self._decide(batch_size, bucket)
         if bucket.steps % PROBE_INTERVAL == 0:
             others = [m for m in self.modes if m is not bucket.current]
@@ -142,7 +140,7 @@ class ProfitabilityGuard:
         mode's measured speedup over plain, and the steps run in each mode."""
         return {
             size: {
-                "mode": bucket.current.value if bucket.decided else None,
+                "mode": None if self._unmeasured(bucket) else bucket.current.value,
                 "speedup": {m.value: self.speedup(size, m) for m in bucket.rates},
                 "steps": {m.value: n for m, n in bucket.chosen.items()},
             }
@@ -153,10 +151,14 @@ class ProfitabilityGuard:
         # Drafting has to beat plain decoding by the margin to be chosen.
         return self._buckets.setdefault(batch_bucket(batch_size), _Bucket(Mode.PLAIN))
 
+    def _unmeasured(self, bucket: _Bucket) -> list[Mode]:
+        """Modes still short of ``MIN_OBSERVATIONS`` in ``bucket``."""
+        return [m for m in self.modes if bucket.observations.get(m, 0) < MIN_OBSERVATIONS]
+
     def _nearest_decision(self, batch_size: int) -> Mode | None:
         """The mode of the decided bucket closest to ``batch_size`` (larger on
         ties); None while none is decided."""
-        decided = [size for size, bucket in self._buckets.items() if bucket.decided]
+        decided = [size for size, bucket in self._buckets.items() if not self._unmeasured(bucket)]
         if not decided:
             return None
         target = batch_bucket(batch_size).bit_length()

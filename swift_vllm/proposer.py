@@ -152,9 +152,14 @@ class SelfSkipProposer:
         rows = [i for i in range(num_reqs) if sampled_token_ids[i] and budgets[i] > 0]
         scored = self._search is not None and self._search_step(rows, lengths, token_ids_cpu)
 
-        mode = Mode.SELF_SKIP if self._guard is None else self._guard.choose(num_reqs)
-        if mode is not Mode.SELF_SKIP:
-            self.stats.guard_skipped_steps += 1
+        if not rows:
+            mode = Mode.PLAIN  # nobody can draft: a plain step, whatever the guard says
+        elif self._guard is None:
+            mode = Mode.SELF_SKIP
+        else:
+            mode = self._guard.choose(num_reqs)
+            if mode is not Mode.SELF_SKIP:
+                self.stats.guard_skipped_steps += 1
         drafts: list[list[int]] = [[] for _ in range(num_reqs)]
         if self.options.lookup and mode.looks_up:
             self._lookup(rows, lengths, token_ids_cpu, drafts)

@@ -48,6 +48,11 @@ class SkipSet:
         """The reference cache's shape: ``{"attention": [...], "mlp": [...]}``."""
         return {"attention": list(self.attention), "mlp": list(self.mlp)}
 
+    @classmethod
+    def from_dict(cls, layers: dict[str, list[int]]) -> "SkipSet":
+        """The inverse of ``to_dict``."""
+        return cls(tuple(layers["attention"]), tuple(layers["mlp"]))
+
 
 def num_skippable(num_layers: int) -> int:
     """Sub-layers the search may skip: attention and MLP of every inner layer."""

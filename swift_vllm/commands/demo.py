@@ -62,9 +62,7 @@ def run(args: argparse.Namespace) -> int:
         if spec is not None:
             sources = llm.collective_rpc("self_skip_stats")[0]
             num_layers = llm.llm_engine.model_config.hf_config.num_hidden_layers
-            skip_set = SkipSet(
-                **{k: tuple(v) for k, v in llm.collective_rpc("self_skip_current")[0].items()}
-            )
+            skip_set = SkipSet.from_dict(llm.collective_rpc("self_skip_current")[0])
             search = llm.collective_rpc("self_skip_search_status")[0]
             guard = llm.collective_rpc("self_skip_guard")[0]
         del llm

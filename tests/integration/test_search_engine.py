@@ -162,7 +162,7 @@ def test_found_set_beats_random_sets(optimized, dev_questions, smollm2):
     """Teacher-forced matchness (an independent Hugging Face implementation)
     over the plain model's own outputs: the found set beats the best of 60
     random sets of the same size."""
-    found = SkipSet(**{k: tuple(v) for k, v in optimized["state"]["current"].items()})
+    found = SkipSet.from_dict(optimized["state"]["current"])
     scorer = _HFMatchness(smollm2, dev_questions[:8], optimized["plain"][:8])
     rng = random.Random(0)
     coordinates = [(kind, layer) for kind in ("attention", "mlp") for layer in range(1, 29)]
