@@ -9,15 +9,16 @@ Two forms of the same computation:
   row's mask (``residual += mask * delta``, fused with the next RMSNorm).
   Several candidate skip sets are scored in one forward this way.
 
-Both must run inside a forward context (``RunnerView.forward_context``).
-Skipping nothing reproduces the full model.
+``skipped_forward`` runs inside a forward context
+(``RunnerView.forward_context``); ``masked_forward`` too unless its caller
+supplies the attention op. Skipping nothing reproduces the full model.
 """
 
 import torch
 
 from swift_vllm.kernels import masked_add_rmsnorm
 from swift_vllm.skip_set import SkipSet
-from swift_vllm.vllm_compat import DecoderStack, rms_norm_params
+from swift_vllm.vllm_compat import AttendFn, DecoderStack, rms_norm_params
 
 
 def skipped_forward(
@@ -52,18 +53,20 @@ def masked_forward(
     positions: torch.Tensor,
     attention_keep: torch.Tensor,
     mlp_keep: torch.Tensor,
+    attend: AttendFn | None = None,
 ) -> torch.Tensor:
     """Final hidden states with a per-row keep mask for each sub-layer.
 
     ``attention_keep`` and ``mlp_keep`` are ``[rows, num_layers]`` in the
     hidden states' dtype: 1 keeps the sub-layer for that row, 0 skips it.
+    ``attend`` replaces the attention op (see ``DecoderStack.attention``).
     """
     residual = stack.embed(input_ids)
     delta = torch.zeros_like(residual)
     keep = torch.ones(residual.shape[0], dtype=residual.dtype, device=residual.device)
     for index in range(stack.num_layers):
         masked_add_rmsnorm(delta, residual, keep, *rms_norm_params(stack.input_norm(index)))
-        delta = stack.attention(index, positions, delta)
+        delta = stack.attention(index, positions, delta, attend)
         keep = attention_keep[:, index].contiguous()
         masked_add_rmsnorm(
             delta, residual, keep, *rms_norm_params(stack.post_attention_norm(index))

@@ -5,11 +5,11 @@ SWIFT scores a candidate by running the skipped model over the last
 often its argmax equals the token the full model produced next. The model's
 own output is the ground truth, so no labels are needed.
 
-The windows are re-read with K/V writes disabled: their positions already
-hold exact K/V from full-model passes, which stay untouched. Each window
-token attends to the exact K/V of the tokens before it (as a first draft
-step does) but not to its own slot, whose exact K/V would leak the full
-model's answer. All candidates are scored in one forward, the window tokens
+As in SWIFT's reference, the window runs on top of the exact K/V of the
+context before it (read back from the paged cache, which stays untouched)
+and attends causally to the skipped model's own K/V of the window tokens so
+far, itself included; those are kept out of the cache, in the scorer's own
+attention. All candidates are scored in one forward, the window tokens
 stacked once per candidate, each copy with its own per-row sub-layer mask.
 """
 
@@ -72,7 +72,6 @@ def score_candidates(
 ) -> list[float]:
     """Matchness of each candidate over all windows (share of correct argmaxes)."""
     device = runner.device
-    rows = np.concatenate([np.full(len(w.inputs), w.row) for w in windows])
     positions = np.concatenate([np.arange(w.start, w.start + len(w.inputs)) for w in windows])
     inputs = np.concatenate([w.inputs for w in windows])
     targets = torch.as_tensor(np.concatenate([w.targets for w in windows]), device=device)
@@ -85,16 +84,63 @@ def score_candidates(
         attention_keep[c, list(skip.attention)] = 0
         mlp_keep[c, list(skip.mlp)] = 0
     token_candidate = torch.arange(copies, device=device).repeat_interleave(len(inputs))
-    positions_t = torch.as_tensor(np.tile(positions, copies), device=device)
-    with runner.forward_context(
-        torch.as_tensor(np.tile(rows, copies), device=device), positions_t, write_kv=False
-    ):
-        hidden = masked_forward(
-            stack,
-            input_ids,
-            positions_t,
-            attention_keep[token_candidate],
-            mlp_keep[token_candidate],
-        )
-        predicted = stack.logits(hidden).argmax(dim=-1).view(copies, len(inputs))
+    hidden = masked_forward(
+        stack,
+        input_ids,
+        torch.as_tensor(np.tile(positions, copies), device=device),
+        attention_keep[token_candidate],
+        mlp_keep[token_candidate],
+        attend=_WindowAttention(runner, windows, copies),
+    )
+    predicted = stack.logits(hidden).argmax(dim=-1).view(copies, len(inputs))
     return (predicted == targets).float().mean(dim=1).tolist()
+
+
+class _WindowAttention:
+    """The scoring forward's attention op: each stacked copy of a window
+    attends to the window's exact cached context and, causally, to its own
+    K/V of the window tokens."""
+
+    def __init__(self, runner: RunnerView, windows: list[Window], copies: int) -> None:
+        self._runner = runner
+        self._windows = windows
+        self._copies = copies
+        self._tokens = sum(len(w.inputs) for w in windows)  # per copy
+
+    def __call__(
+        self, attention: torch.nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
+    ) -> torch.Tensor:
+        heads, kv_heads = attention.num_heads, attention.num_kv_heads
+        head_size = attention.head_size
+        # [copies, tokens, heads, head_size] -> [copies, heads, tokens, head_size]
+        q, k, v = (
+            t.reshape(self._copies, self._tokens, -1, head_size).transpose(1, 2) for t in (q, k, v)
+        )
+        out = torch.empty_like(q)
+        offset = 0
+        for window in self._windows:
+            span = slice(offset, offset + len(window.inputs))
+            offset = span.stop
+            cached_k, cached_v = self._runner.cached_kv(attention, window.row, window.start)
+            keys = torch.cat((cached_k.expand(self._copies, -1, -1, -1), k[:, :, span]), dim=2)
+            values = torch.cat((cached_v.expand(self._copies, -1, -1, -1), v[:, :, span]), dim=2)
+            out[:, :, span] = torch.nn.functional.scaled_dot_product_attention(
+                q[:, :, span],
+                keys,
+                values,
+                attn_mask=_visible(window, attention.sliding_window, q.device),
+                scale=attention.impl.scale,
+                enable_gqa=heads != kv_heads,
+            )
+        return out.transpose(1, 2).reshape(self._copies * self._tokens, heads * head_size)
+
+
+def _visible(window: Window, sliding_window: int | None, device: torch.device) -> torch.Tensor:
+    """``[window tokens, start + window tokens]``: which key positions each
+    window token sees (causal, within the sliding window if the layer has one)."""
+    queries = torch.arange(window.start, window.start + len(window.inputs), device=device)
+    keys = torch.arange(window.start + len(window.inputs), device=device)
+    visible = keys[None, :] <= queries[:, None]
+    if sliding_window is not None:
+        visible &= queries[:, None] - keys[None, :] < sliding_window
+    return visible

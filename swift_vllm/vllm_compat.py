@@ -18,7 +18,7 @@ Upgrading vLLM means revisiting this file and nothing else.
 
 import functools
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -272,6 +272,7 @@ class RunnerView:
 
     def __init__(self, runner: Any) -> None:
         self._runner = runner
+        self._groups: dict[str, int] | None = None
 
     @property
     def device(self) -> torch.device:
@@ -302,21 +303,12 @@ class RunnerView:
         return DecoderStack(self._runner.get_model())
 
     @contextmanager
-    def forward_context(
-        self, rows: torch.Tensor, positions: torch.Tensor, write_kv: bool = True
-    ) -> Iterator[None]:
-        """Forward context for one token per row over the target's own paged
-        KV cache: the token of batch row ``rows[i]`` at ``positions[i]``.
-
-        With ``write_kv`` (drafting) the token's K/V go into its own cache
-        slot, a speculative position the verification pass overwrites, and it
-        attends to itself and everything before. Without it (re-reading an
-        already verified position) nothing is written and the token attends
-        only to the positions before it: its own slot holds the full model's
-        exact K/V, which would leak the full model's answer into a skipped
-        forward (measured: a set the search scored at 0.84 that way had a
-        true matchness of 0.17).
-        """
+    def forward_context(self, rows: torch.Tensor, positions: torch.Tensor) -> Iterator[None]:
+        """Forward context for one draft token per row over the target's own
+        paged KV cache: the token of batch row ``rows[i]`` at ``positions[i]``
+        writes its K/V into its own cache slot (a speculative position that
+        the verification pass overwrites) and attends to itself and every
+        position before it."""
         from vllm.forward_context import set_forward_context
         from vllm.v1.attention.backend import CommonAttentionMetadata
 
@@ -324,21 +316,18 @@ class RunnerView:
         device = positions.device
         num_tokens = len(positions)
         query_start = torch.arange(num_tokens + 1, dtype=torch.int32)
-        seq_lens = (positions + 1 if write_kv else positions).to(torch.int32)
+        seq_lens = (positions + 1).to(torch.int32)
         metadata: dict[str, Any] = {}
         slot_mappings: dict[str, torch.Tensor] = {}
         for group_id, groups in enumerate(runner.attn_groups):
             block_table = runner.input_batch.block_table[group_id]
             table = block_table.get_device_tensor(runner.input_batch.num_reqs)[rows]
-            if write_kv:
-                block_size = block_table.block_size
-                slots = (
-                    table[torch.arange(num_tokens, device=device), positions // block_size].long()
-                    * block_size
-                    + positions % block_size
-                )
-            else:
-                slots = torch.full_like(positions, _PADDING_SLOT_ID)
+            block_size = block_table.block_size
+            slots = (
+                table[torch.arange(num_tokens, device=device), positions // block_size].long()
+                * block_size
+                + positions % block_size
+            )
             common = CommonAttentionMetadata(
                 query_start_loc=query_start.to(device),
                 query_start_loc_cpu=query_start,
@@ -363,8 +352,77 @@ class RunnerView:
         ):
             yield
 
+    def cached_kv(self, attention: nn.Module, row: int, length: int) -> tuple[torch.Tensor, ...]:
+        """Exact K and V of positions ``0..length-1`` of batch row ``row`` as
+        the full model wrote them into ``attention``'s paged cache, each
+        ``[num_kv_heads, length, head_size]``. Read-only."""
+        group_id = self._cache_groups()[attention.layer_name]
+        block_table = self._runner.input_batch.block_table[group_id]
+        block_size = block_table.block_size
+        num_blocks = -(-length // block_size)
+        blocks = block_table.get_device_tensor(self._runner.input_batch.num_reqs)[row]
+        pages = attention.kv_cache[blocks[:num_blocks].long()].flatten(1)
+        shape = (num_blocks, block_size, attention.num_kv_heads, attention.head_size)
+        return tuple(
+            pages[:, where].view(shape).permute(2, 0, 1, 3).flatten(1, 2)[:, :length]
+            for where in _page_layout(attention, block_size)
+        )
 
-_PADDING_SLOT_ID = -1  # vLLM's marker for "write no K/V for this token"
+    def _cache_groups(self) -> dict[str, int]:
+        """Attention layer name -> its KV-cache group (built on first use:
+        the runner's groups exist once its KV cache is allocated)."""
+        if self._groups is None:
+            self._groups = {
+                name: group_id
+                for group_id, groups in enumerate(self._runner.attn_groups)
+                for group in groups
+                for name in group.layer_names
+            }
+        return self._groups
+
+
+# Page layouts are found digit by digit in this base: small enough that
+# every digit is exact in fp16 / bf16 caches, three digits cover a page.
+_PROBE_BASE = 128
+_PROBE_DIGITS = 3
+
+
+@functools.cache
+def _page_layout(attention: nn.Module, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where each ``(slot, kv head, dim)`` of the keys and of the values sits
+    within one flattened page of ``attention``'s KV cache.
+
+    Backends pack pages their own way (CPU's ``vec`` kernels keep keys
+    transposed, AMX interleaves pairs), so the layout is found by writing
+    numbered probes into a scratch page with the backend's own cache-update
+    op: the number found at each place says what is stored there."""
+    if attention.kv_cache_dtype != "auto":
+        raise NotImplementedError(
+            f"{METHOD_NAME} cannot read a {attention.kv_cache_dtype} KV cache back for "
+            "scoring skip sets; fix the skip set (attention_skip / mlp_skip) instead"
+        )
+    cache = attention.kv_cache
+    heads, head_size = attention.num_kv_heads, attention.head_size
+    count = block_size * heads * head_size
+    assert count <= _PROBE_BASE**_PROBE_DIGITS, "page too large for the layout probe"
+    numbers = torch.arange(count, device=cache.device).view(block_size, heads, head_size)
+    slots = torch.arange(block_size, device=cache.device)
+    page = torch.zeros_like(cache[:1])
+    layouts = []
+    for probe_keys in (True, False):
+        found = torch.zeros(page.numel(), dtype=torch.long, device=cache.device)
+        for digit in range(_PROBE_DIGITS):
+            probe = ((numbers // _PROBE_BASE**digit) % _PROBE_BASE + 1).to(cache.dtype)
+            blank = torch.zeros_like(probe)
+            key, value = (probe, blank) if probe_keys else (blank, probe)
+            page.zero_()
+            attention.impl.do_kv_cache_update(attention, key, value, page, slots)
+            found += (page.flatten().long() - 1).clamp(min=0) * _PROBE_BASE**digit
+        where = torch.empty(count, dtype=torch.long, device=cache.device)
+        holders = page.flatten().nonzero().squeeze(1)
+        where[found[holders]] = holders
+        layouts.append(where)
+    return layouts[0], layouts[1]
 
 
 class DecoderStack:
@@ -400,14 +458,47 @@ class DecoderStack:
     def final_norm(self) -> nn.Module:
         return self._model.model.norm
 
-    def attention(self, index: int, positions: torch.Tensor, normed: torch.Tensor) -> torch.Tensor:
-        return self._layers[index].self_attn(positions=positions, hidden_states=normed)
+    def attention(
+        self,
+        index: int,
+        positions: torch.Tensor,
+        normed: torch.Tensor,
+        attend: "AttendFn | None" = None,
+    ) -> torch.Tensor:
+        """The attention sub-layer. ``attend(attention, q, k, v)``, if given,
+        replaces its attention op (vLLM's ``Attention`` module, which is
+        passed along for its shapes and KV cache); projections, RoPE and
+        any QK norm stay the model's own."""
+        self_attn = self._layers[index].self_attn
+        if attend is None:
+            return self_attn(positions=positions, hidden_states=normed)
+        original = self_attn.attn
+        self_attn.attn = _Substitute(original, attend)
+        try:
+            return self_attn(positions=positions, hidden_states=normed)
+        finally:
+            self_attn.attn = original
 
     def mlp(self, index: int, normed: torch.Tensor) -> torch.Tensor:
         return self._layers[index].mlp(normed)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self._model.compute_logits(hidden)
+
+
+AttendFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class _Substitute(nn.Module):
+    """Stands in for a layer's ``Attention`` module while ``attend`` runs."""
+
+    def __init__(self, attention: nn.Module, attend: AttendFn) -> None:
+        super().__init__()
+        self._attention = [attention]  # a list: not registered as a submodule
+        self._attend = attend
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return self._attend(self._attention[0], q, k, v)
 
 
 def rms_norm_params(norm: nn.Module) -> tuple[torch.Tensor, float]:

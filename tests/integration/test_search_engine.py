@@ -7,7 +7,6 @@ process must start from it, and killing the search actor mid-generation
 must change nothing a client sees.
 """
 
-import copy
 import json
 import os
 import random
@@ -19,7 +18,7 @@ import time
 
 import pytest
 import ray
-import torch
+from hf_matchness import HFMatchness
 from vllm import SamplingParams
 
 from swift_vllm.config import SelfSkipConfig
@@ -163,7 +162,7 @@ def test_found_set_beats_random_sets(optimized, dev_questions, smollm2):
     over the plain model's own outputs: the found set beats the best of 60
     random sets of the same size."""
     found = SkipSet.from_dict(optimized["state"]["current"])
-    scorer = _HFMatchness(smollm2, dev_questions[:8], optimized["plain"][:8])
+    scorer = HFMatchness.on_outputs(smollm2, dev_questions[:8], optimized["plain"][:8])
     rng = random.Random(0)
     coordinates = [(kind, layer) for kind in ("attention", "mlp") for layer in range(1, 29)]
     best_random = 0.0
@@ -260,59 +259,3 @@ def test_killed_actor_loses_nothing(optimized, search_engine, plain_engine, dev_
     assert [_ids(o) for o in results["out"]] == [_ids(o) for o in plain]
     # The client noticed (and logged, see SearchClient._lost) the lost actor.
     assert search_engine.llm.collective_rpc("self_skip_search_status")[0]["actor_losses"] >= 1
-
-
-class _HFMatchness:
-    """SWIFT's matchness in an independent Hugging Face implementation: the
-    full model computes the K/V of each sequence up to its last
-    ``context_window`` generated tokens; the skipped model then runs over
-    that window on top of them, and the share of its argmaxes that equal the
-    full model's next token is the score."""
-
-    def __init__(
-        self, model_dir: str, questions: list[dict], outputs: list[list[int]], window: int = 50
-    ) -> None:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
-        self.skip = SkipSet()
-        for index, layer in enumerate(self.model.model.layers):
-            layer.self_attn.register_forward_hook(self._zero_if(index, "attention"))
-            layer.mlp.register_forward_hook(self._zero_if(index, "mlp"))
-        self.windows = []  # (exact K/V of the context, window inputs, targets)
-        with torch.no_grad():
-            for question, output in zip(questions, outputs, strict=True):
-                text = tokenizer.apply_chat_template(
-                    [{"role": "user", "content": question["turns"][0]}],
-                    add_generation_prompt=True,
-                    tokenize=False,
-                )
-                prompt = tokenizer(text, add_special_tokens=False)["input_ids"]
-                ids = torch.tensor([prompt + output])
-                start = ids.shape[1] - 1 - min(window, len(output))
-                context = self.model(ids[:, :start], use_cache=True).past_key_values
-                self.windows.append((context, ids[:, start:-1], ids[0, start + 1 :]))
-
-    def _zero_if(self, index: int, kind: str):
-        def hook(module, args, output):
-            if index not in getattr(self.skip, kind):
-                return output
-            if isinstance(output, tuple):
-                return (torch.zeros_like(output[0]), *output[1:])
-            return torch.zeros_like(output)
-
-        return hook
-
-    @torch.no_grad()
-    def __call__(self, skip: SkipSet) -> float:
-        self.skip = skip
-        hits = total = 0
-        try:
-            for context, inputs, targets in self.windows:
-                logits = self.model(inputs, past_key_values=copy.deepcopy(context)).logits
-                hits += int((logits[0].argmax(-1) == targets).sum())
-                total += len(targets)
-        finally:
-            self.skip = SkipSet()
-        return hits / total
