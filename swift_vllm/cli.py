@@ -13,6 +13,7 @@ COMMANDS: dict[str, str] = {
     "fetch-model": "fetch_model",
     "serve": "serve",
     "demo": "demo",
+    "tune": "tune",
     "status": "status",
     "bench": "bench",
     "bench-serve": "bench_serve",

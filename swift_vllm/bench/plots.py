@@ -75,6 +75,26 @@ def plot_speedup_by_category(rows: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+def plot_search_history(history: list[list], num_layers: int, path: Path) -> None:
+    """Best matchness and its skip ratio against sets scored (``Searcher.history``)."""
+    plt = _pyplot()
+    from swift_vllm.skip_set import num_skippable
+
+    points = [(i, m, size) for i, m, size in history if m is not None]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot([p[0] for p in points], [p[1] for p in points], color="tab:blue")
+    ax.set_xlabel("skip sets scored")
+    ax.set_ylabel("best matchness", color="tab:blue")
+    ratio = ax.twinx()
+    dims = num_skippable(num_layers)
+    ratio.plot([p[0] for p in points], [p[2] / dims for p in points], color="tab:orange")
+    ratio.set_ylabel("its skip ratio", color="tab:orange")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def write_plots(rows: list[dict[str, Any]], out: Path) -> list[Path]:
     paths = [out / "speedup_by_batch_size.png", out / "speedup_by_category.png"]
     plot_speedup_by_batch_size(rows, paths[0])

@@ -102,6 +102,18 @@ class SkipSetCache:
             "score": score,
             "ratio": round(skip_set.ratio(num_layers), 4),
         }
+        self._write(entries)
+
+    def remove(self, key: str) -> bool:
+        """Drop ``key``'s entry (the next engine searches afresh); whether
+        there was one."""
+        entries = self._read()
+        if entries.pop(key, None) is None:
+            return False
+        self._write(entries)
+        return True
+
+    def _write(self, entries: dict) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(
             "w", dir=self.path.parent, prefix=f".{self.path.name}.", delete=False

@@ -150,6 +150,8 @@ class Searcher:
         self._window_noise = 0.5 / math.sqrt(config.context_window)
         """Standard deviation of one window's matchness, at most (binomial)."""
         self._probes: Counter[int] = Counter()
+        self.history: list[tuple[int, float | None, int]] = []
+        """After each scored window: (iterations, best matchness, its size)."""
 
         if cached is not None and self._fits(cached.skip_set, "cached"):
             start = cached.skip_set
@@ -232,6 +234,7 @@ class Searcher:
             best = speedup if best is None else max(best, speedup)
         self._retarget()
         incumbent = self.incumbent()
+        self.history.append((self.phase.total_iterations, self.score(incumbent), incumbent.size))
         # With an adaptive ratio, matchness above max_score says "skip more",
         # not "stop": it ends the search only at the largest ratio.
         at_largest = incumbent.size == self.sizes[-1]
@@ -294,6 +297,7 @@ class Searcher:
             "scoring_s": round(self.scoring_s, 3),
             "search_s": round(self.search_s, 3),
             "num_layers": self.num_layers,
+            "history": [list(entry) for entry in self.history],
         }
 
     # --- internals ---

@@ -1,0 +1,132 @@
+"""Find the skip set before serving: run the search on prompts until it stops, and cache it.
+
+A server started without a cached set searches while it serves, which costs
+up to ``opt_time_share`` of its time until the search stops. ``tune`` pays
+that once, offline: it decodes batches of prompts with self-skip drafting
+(guard and lookup off, so every step drafts and the draft/verify costs of
+the adaptive ratio get measured) and scoring as often as the search wants,
+until the search stops by its own rules. The actor then writes the set to
+the cache that later engines (same model, task and cache file) start from.
+Writes ``OUT/search.json`` (final status, matchness per iteration) and
+``OUT/matchness.png`` when ``--out`` is given.
+"""
+
+import argparse
+import itertools
+import json
+import os
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from swift_vllm.commands.bench import resolve_model
+from swift_vllm.config import METHOD_NAME, SelfSkipConfig
+from swift_vllm.engine import chat_prompts, load_questions, make_llm
+from swift_vllm.models import KNOWN_MODELS
+from swift_vllm.search.cache import SkipSetCache, cache_key, default_cache_path
+from swift_vllm.vllm_compat import WORKER_EXTENSION
+
+# Tuning settings that make every step draft and score; user options win.
+TUNING_OPTIONS = {"guard": False, "lookup": False, "opt_time_share": 1.0}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model", default="smollm2", help=f"{'|'.join(KNOWN_MODELS)} or a model folder"
+    )
+    parser.add_argument(
+        "--dataset",
+        help="Spec-Bench JSONL to decode (default: the packaged dev set); use prompts "
+        "like the traffic the server will see",
+    )
+    parser.add_argument(
+        "--options",
+        type=json.loads,
+        default={},
+        help='JSON of self-skip options, e.g. \'{"skip_ratio": 0.2, "task": "code"}\' '
+        "(default: adaptive ratio, task 'default', the default cache file)",
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=8, help="prompts decoded together (default: 8)"
+    )
+    parser.add_argument(
+        "--max-tokens", type=int, default=256, help="new tokens per prompt (default: 256)"
+    )
+    parser.add_argument(
+        "--max-batches",
+        type=int,
+        default=200,
+        help="give up if the search has not stopped after this many batches (default: 200)",
+    )
+    parser.add_argument(
+        "--retune", action="store_true", help="search again even if the cache has a set"
+    )
+    parser.add_argument("--out", type=Path, help="folder for search.json and matchness.png")
+
+
+def run(args: argparse.Namespace) -> int:
+    from vllm import SamplingParams
+
+    from swift_vllm.search import status
+
+    options = SelfSkipConfig.from_dict(TUNING_OPTIONS | args.options)
+    if options.has_fixed_set:
+        raise SystemExit("tune searches for a set: drop attention_skip / mlp_skip")
+    model = resolve_model(args.model)
+    key = cache_key(model, options.task)
+    cache = SkipSetCache(Path(options.cache_path) if options.cache_path else default_cache_path())
+    if args.retune and cache.remove(key):
+        print(f"removed the cached set of {key} from {cache.path}")
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    spec = {"method": METHOD_NAME, "num_speculative_tokens": 4} | options.to_dict()
+    llm = make_llm(model, spec, worker_extension_cls=WORKER_EXTENSION)
+    prompts = itertools.cycle(chat_prompts(llm, load_questions(args.dataset)))
+    params = SamplingParams(temperature=0.0, max_tokens=args.max_tokens)
+    started = time.perf_counter()
+    state = status().get(key, {})
+    with tqdm(total=args.max_batches, unit="batch", desc="searching") as progress:
+        for _ in range(args.max_batches):
+            if state.get("phase") == "accelerating":
+                break
+            llm.generate([next(prompts) for _ in range(args.batch_size)], params, use_tqdm=False)
+            state = status().get(key, {})
+            progress.update(1)
+            progress.set_postfix_str(_summary(state))
+    elapsed = time.perf_counter() - started
+    if args.out:
+        _write_report(args.out, state)
+    if state.get("phase") != "accelerating":
+        print(f"the search did not stop within {args.max_batches} batches: {_summary(state)}")
+        return 1
+    print(f"{key}: {state['phase_reason']} after {elapsed:.0f} s")
+    print(
+        f"  skip set: attention {state['current']['attention']} mlp {state['current']['mlp']}"
+        f" (ratio {state['skip_ratio']:.3f}), matchness {state['best_matchness']:.3f}, "
+        f"predicted speedup {_format(state['predicted_speedup'])}x"
+    )
+    print(f"  cached in {cache.path}; engines for this model and task start from it")
+    return 0
+
+
+def _format(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _summary(state: dict) -> str:
+    if not state:
+        return "waiting for the search actor"
+    return (
+        f"{state['phase']}, {state['iterations']} sets scored, best matchness "
+        f"{_format(state['best_matchness'])} at ratio {state['skip_ratio']:.2f}"
+    )
+
+
+def _write_report(out: Path, state: dict) -> None:
+    from swift_vllm.bench.plots import plot_search_history
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "search.json").write_text(json.dumps(state, indent=1, sort_keys=True) + "\n")
+    if state.get("history"):
+        plot_search_history(state["history"], state["num_layers"], out / "matchness.png")
+    print(f"wrote {out / 'search.json'} and {out / 'matchness.png'}")
