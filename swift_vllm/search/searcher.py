@@ -2,11 +2,13 @@
 
 Scores are matchness on whatever window the proposer had, and windows differ
 a lot in difficulty. The current best set (the incumbent) is handed out with
-every batch of candidates, so each batch carries a set with a known mean;
-the others' scores are corrected by its deviation on that window (a control
-variate), which makes sets scored on different windows comparable. Sets are
-ranked by their mean corrected score less one standard error, so a set
-lucky on one window does not displace one measured on many.
+every batch of candidates, and an additive model fitted to every score
+(``additive.py``: window ease plus one effect per skipped sub-layer)
+corrects each score for its window, which makes sets scored on different
+windows comparable. Sets are ranked by their mean corrected score less one
+standard error, so a set lucky on one window does not displace one measured
+on many. Besides random and Bayesian candidates, the model proposes the set
+of the sub-layers it finds cheapest to skip (``additive`` candidates).
 
 Fixed ratio: the target size is ``round(skip_ratio * 2(L-2))``; candidates
 are random sets of that size, every ``bayes_interval``-th from the GP.
@@ -32,6 +34,7 @@ from botorch.exceptions.errors import BotorchError, ModelFittingError
 
 from swift_vllm.config import SelfSkipConfig
 from swift_vllm.search import bayes
+from swift_vllm.search.additive import AdditiveModel
 from swift_vllm.search.cache import CacheEntry
 from swift_vllm.search.phase import MIN_WINDOWS_TO_STOP, Phase, PhaseTracker
 from swift_vllm.search.speedup import CostModel, best_speedup
@@ -51,6 +54,12 @@ NEIGHBOUR_SHARE = 0.25
 GP_MAX_POINTS = 200
 GP_BEST_POINTS = 50
 GP_MIN_POINTS = 4
+# Of the candidates that are not Bayesian, this share comes from the
+# additive model once it has seen ADDITIVE_MIN_WINDOWS windows.
+ADDITIVE_SHARE = 0.5
+ADDITIVE_MIN_WINDOWS = 4
+# A window number for scores that came with no window (a cached score).
+NO_WINDOW = -1
 
 
 def _rounded(value: float) -> float:
@@ -63,7 +72,8 @@ class Candidate(NamedTuple):
     skip_set: SkipSet
     origin: str
     """``incumbent`` (the best so far, re-scored as the baseline), ``random``,
-    ``bayes``; with an adaptive ratio also ``neighbour`` (the incumbent
+    ``bayes``, ``additive`` (the additive model's cheapest set, or a
+    neighbour of it once scored); with an adaptive ratio also ``neighbour`` (the incumbent
     resized to a neighbouring size) and ``recheck`` (a neighbouring size's
     best, scored again)."""
 
@@ -146,7 +156,9 @@ class Searcher:
         self.scoring_s = self.search_s = 0.0
         self.batch_size: int | None = None
         self._rng = random.Random(0)  # reproducible searches
-        self._scores: dict[SkipSet, list[float]] = {}
+        self._scores: dict[SkipSet, list[tuple[int, float]]] = {}
+        """Per set, its raw scores and the windows they were measured on."""
+        self._model = AdditiveModel(self.dims)
         self._window_noise = 0.5 / math.sqrt(config.context_window)
         """Standard deviation of one window's matchness, at most (binomial)."""
         self._probes: Counter[int] = Counter()
@@ -156,7 +168,7 @@ class Searcher:
         if cached is not None and self._fits(cached.skip_set, "cached"):
             start = cached.skip_set
             if cached.score is not None:
-                self._scores[start] = [cached.score]
+                self._scores[start] = [(NO_WINDOW, cached.score)]
             self.phase.enter(Phase.ACCELERATING, "cache hit")
         elif start is None or not self._fits(start, "starting"):
             start = starting_set(num_layers, config)
@@ -173,9 +185,11 @@ class Searcher:
         return max(same_size, key=self._rank, default=self._start)
 
     def score(self, skip_set: SkipSet) -> float | None:
-        """A set's estimated matchness (mean corrected score), if scored."""
+        """A set's estimated matchness (mean window-corrected score), if scored."""
         scores = self._scores.get(skip_set)
-        return sum(scores) / len(scores) if scores else None
+        if not scores:
+            return None
+        return sum(self._model.corrected(w, value) for w, value in scores) / len(scores)
 
     def propose(self, count: int) -> list[Candidate]:
         """The incumbent, then ``count`` sets to score with it on one window;
@@ -198,6 +212,12 @@ class Searcher:
                 and len(self._scores) >= GP_MIN_POINTS
             ):
                 candidate = self._bayes_candidate()
+            if (
+                candidate is None
+                and self.windows_scored >= ADDITIVE_MIN_WINDOWS
+                and self._rng.random() < ADDITIVE_SHARE
+            ):
+                candidate = self._additive_candidate()
             if candidate is None:
                 candidate = self._random_candidate()
             self._probes[candidate.skip_set.size] += 1
@@ -216,14 +236,15 @@ class Searcher:
         if self.phase.phase is not Phase.OPTIMIZING or not scores or window_tokens < 1:
             return
         self.windows_scored += 1
+        window = self.windows_scored
         self._window_noise = 0.5 / math.sqrt(window_tokens)
-        # Raw scores only: correcting each window by the incumbent's deviation
-        # chained corrections across incumbents and drifted (estimates of 1.7).
+        for skip_set, value in scores:
+            self._model.add(window, skip_set.to_vector(self.num_layers), value)
         best = self._best_speedup()
         # The incumbent comes first; once scored, it is only a re-scored baseline.
         baseline = scores[0][0] if scores[0][0] in self._scores else None
         for skip_set, value in scores:
-            self._scores.setdefault(skip_set, []).append(value)
+            self._scores.setdefault(skip_set, []).append((window, value))
             if skip_set == baseline:
                 continue
             # Improving means a better predicted speedup: with a fixed ratio
@@ -255,6 +276,7 @@ class Searcher:
         ):
             # Scores measured on the old stream no longer say anything.
             self._scores.clear()
+            self._model.clear()
             self._probes.clear()
             self._start = incumbent
 
@@ -319,8 +341,7 @@ class Searcher:
         many sets scored once is mostly the luckiest, and without the
         discount lucky newcomers would keep displacing a well-measured set
         (and make the most-sampled ratio look best)."""
-        scores = self._scores[skip_set]
-        return sum(scores) / len(scores) - self._window_noise / math.sqrt(len(scores))
+        return self.score(skip_set) - self._window_noise / math.sqrt(len(self._scores[skip_set]))
 
     def _rank(self, skip_set: SkipSet) -> tuple[float, int]:
         """Best estimate first; on a tie (matchness comes in steps of
@@ -363,6 +384,21 @@ class Searcher:
             size = self.target_size
         vector = bayes.random_vector(self.dims, size, self._rng)
         return Candidate(SkipSet.from_vector(vector, self.num_layers), "random")
+
+    def _additive_candidate(self) -> Candidate | None:
+        """The additive model's cheapest set of the target size; once that
+        is scored, the same with one or two sub-layers swapped for others
+        (its neighbourhood is where the model's errors hide). None when
+        that too has been scored."""
+        vector = self._model.cheapest(self.target_size)
+        if SkipSet.from_vector(vector, self.num_layers) in self._scores:
+            on = [i for i, bit in enumerate(vector) if bit]
+            off = [i for i, bit in enumerate(vector) if not bit]
+            swaps = min(self._rng.randint(1, 2), len(on), len(off))
+            for i in self._rng.sample(on, swaps) + self._rng.sample(off, swaps):
+                vector[i] = 1 - vector[i]
+        skip_set = SkipSet.from_vector(vector, self.num_layers)
+        return None if skip_set in self._scores else Candidate(skip_set, "additive")
 
     def _neighbours(self) -> list[int]:
         """The sizes next to the target's in the adaptive grid."""
