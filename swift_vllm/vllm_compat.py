@@ -127,11 +127,10 @@ def _map_self_skip_args(engine_args: Any, model_config: Any) -> None:
     num_tokens = spec.get("num_speculative_tokens", spec_tokens)
     if num_tokens is None:
         raise ValueError(f"{METHOD_NAME} needs num_speculative_tokens")
-    vllm_keys = {"method", "model", "num_speculative_tokens", *_VLLM_SPEC_KEYS}
-    options = SelfSkipConfig.from_dict({k: v for k, v in spec.items() if k not in vllm_keys})
+    options = options_in(spec)
     check_architecture(model_config.hf_config.architectures or [])
     options.validate(model_config.hf_config.num_hidden_layers, int(num_tokens))
-    engine_args.speculative_config = {k: v for k, v in spec.items() if k in vllm_keys} | {
+    engine_args.speculative_config = {k: v for k, v in spec.items() if k in _VLLM_KEYS} | {
         "method": "custom_class",
         "model": PROPOSER_CLASS_PATH,
     }
@@ -141,12 +140,23 @@ def _map_self_skip_args(engine_args: Any, model_config: Any) -> None:
 
 # vLLM speculative-config keys that keep their vLLM meaning under self-skip.
 # (``prompt_lookup_min`` / ``_max`` are ours: vLLM zeroes them for custom_class.)
-_VLLM_SPEC_KEYS = (
+_VLLM_KEYS = (
+    "method",
+    "model",
+    "num_speculative_tokens",
     "disable_by_batch_size",
     "rejection_sample_method",
     "draft_sample_method",
     "max_model_len",
 )
+
+
+def options_in(speculative_config: dict[str, Any]) -> SelfSkipConfig:
+    """The self-skip options of a speculative config (every key that is not
+    vLLM's); ``ValueError`` names an unknown one."""
+    return SelfSkipConfig.from_dict(
+        {k: v for k, v in speculative_config.items() if k not in _VLLM_KEYS}
+    )
 
 
 def check_architecture(architectures: list[str]) -> None:

@@ -1,10 +1,16 @@
-"""Self-skip speculative generation on a real model vs plain decoding: speedup and acceptance."""
+"""Self-skip speculative generation on a real model vs plain decoding: speedup and acceptance.
+
+Unless the cache already holds a skip set for the model, the search first
+runs offline (``swift-vllm tune``) on other dev prompts than the timed
+ones, as a deployment would before serving; its time is printed apart.
+"""
 
 import argparse
 import gc
 import json
 import time
 
+from swift_vllm.commands.tune import num_layers, options_cache, search
 from swift_vllm.engine import (
     SpecCounters,
     chat_prompts,
@@ -13,8 +19,14 @@ from swift_vllm.engine import (
     spread_by_category,
 )
 from swift_vllm.models import KNOWN_MODELS, fetch_model
+from swift_vllm.search.cache import cache_key
 from swift_vllm.skip_set import SkipSet
-from swift_vllm.vllm_compat import WORKER_EXTENSION
+from swift_vllm.vllm_compat import WORKER_EXTENSION, options_in
+
+# The search before the timed run: batches of this many prompts and tokens.
+TUNE_BATCH_SIZE = 8
+TUNE_MAX_TOKENS = 256
+TUNE_MAX_BATCHES = 50
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,6 +52,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="self-skip speculative config as JSON (default: %(default)s: adaptive skip-set "
         "search, prompt lookup and the profitability guard on)",
     )
+    parser.add_argument(
+        "--no-tune",
+        action="store_true",
+        help="without a cached set, search while the timed prompts decode instead of before",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,6 +64,8 @@ def run(args: argparse.Namespace) -> int:
 
     model = str(fetch_model(args.model))
     questions = spread_by_category(load_questions(), args.num_prompts)
+    if not args.no_tune:
+        _tune_if_needed(model, args.speculative_config, questions)
     params = SamplingParams(temperature=0.0, max_tokens=args.max_tokens)
     results = {}
     for label, spec in (("plain", None), ("self-skip", args.speculative_config)):
@@ -95,3 +114,23 @@ def run(args: argparse.Namespace) -> int:
     identical = plain_tokens == spec_tokens
     print(f"greedy output identical to plain decoding: {identical}")
     return 0 if identical else 1
+
+
+def _tune_if_needed(model: str, speculative_config: dict, timed: list[dict]) -> None:
+    """Search for the skip set on dev prompts other than ``timed`` unless
+    the config fixes one or the cache has one."""
+    options = options_in(speculative_config)
+    key = cache_key(model, options.task)
+    cache = options_cache(options)
+    if options.has_fixed_set or cache.load(key, num_layers(model)) is not None:
+        return
+    print(f"no cached skip set for {key}: searching for one first (once per model and task)")
+    ids = {q["question_id"] for q in timed}
+    others = [q for q in load_questions() if q["question_id"] not in ids]
+    started = time.perf_counter()
+    state = search(model, options, others, TUNE_BATCH_SIZE, TUNE_MAX_TOKENS, TUNE_MAX_BATCHES)
+    elapsed = time.perf_counter() - started
+    print(
+        f"search {state.get('phase_reason', 'did not stop')} in {elapsed:.0f} s: "
+        f"{state.get('current')}, matchness {state.get('best_matchness')}"
+    )

@@ -12,10 +12,10 @@ Writes ``OUT/search.json`` (final status, matchness per iteration) and
 """
 
 import argparse
+import gc
 import itertools
 import json
 import os
-import time
 from pathlib import Path
 
 from tqdm import tqdm
@@ -27,7 +27,7 @@ from swift_vllm.models import KNOWN_MODELS
 from swift_vllm.search.cache import SkipSetCache, cache_key, default_cache_path
 from swift_vllm.vllm_compat import WORKER_EXTENSION
 
-# Tuning settings that make every step draft and score; user options win.
+# Tuning settings that make every step draft and score.
 TUNING_OPTIONS = {"guard": False, "lookup": False, "opt_time_share": 1.0}
 
 
@@ -66,40 +66,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vllm import SamplingParams
-
-    from swift_vllm.search import status
-
-    options = SelfSkipConfig.from_dict(TUNING_OPTIONS | args.options)
-    if options.has_fixed_set:
-        raise SystemExit("tune searches for a set: drop attention_skip / mlp_skip")
+    options = SelfSkipConfig.from_dict(args.options)
     model = resolve_model(args.model)
+    cache = options_cache(options)
     key = cache_key(model, options.task)
-    cache = SkipSetCache(Path(options.cache_path) if options.cache_path else default_cache_path())
     if args.retune and cache.remove(key):
         print(f"removed the cached set of {key} from {cache.path}")
+    elif (entry := cache.load(key, num_layers(model))) is not None:
+        print(f"{key} already has a cached set in {cache.path}: {entry.skip_set}")
+        print("pass --retune to search again")
+        return 0
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
-    spec = {"method": METHOD_NAME, "num_speculative_tokens": 4} | options.to_dict()
-    llm = make_llm(model, spec, worker_extension_cls=WORKER_EXTENSION)
-    prompts = itertools.cycle(chat_prompts(llm, load_questions(args.dataset)))
-    params = SamplingParams(temperature=0.0, max_tokens=args.max_tokens)
-    started = time.perf_counter()
-    state = status().get(key, {})
-    with tqdm(total=args.max_batches, unit="batch", desc="searching") as progress:
-        for _ in range(args.max_batches):
-            if state.get("phase") == "accelerating":
-                break
-            llm.generate([next(prompts) for _ in range(args.batch_size)], params, use_tqdm=False)
-            state = status().get(key, {})
-            progress.update(1)
-            progress.set_postfix_str(_summary(state))
-    elapsed = time.perf_counter() - started
+    questions = load_questions(args.dataset)
+    state = search(model, options, questions, args.batch_size, args.max_tokens, args.max_batches)
     if args.out:
         _write_report(args.out, state)
     if state.get("phase") != "accelerating":
         print(f"the search did not stop within {args.max_batches} batches: {_summary(state)}")
         return 1
-    print(f"{key}: {state['phase_reason']} after {elapsed:.0f} s")
+    print(f"{key}: {state['phase_reason']} after {state['optimizing_s']:.0f} s of search")
     print(
         f"  skip set: attention {state['current']['attention']} mlp {state['current']['mlp']}"
         f" (ratio {state['skip_ratio']:.3f}), matchness {state['best_matchness']:.3f}, "
@@ -107,6 +92,55 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"  cached in {cache.path}; engines for this model and task start from it")
     return 0
+
+
+def options_cache(options: SelfSkipConfig) -> SkipSetCache:
+    """The cache file these options read and write."""
+    return SkipSetCache(Path(options.cache_path) if options.cache_path else default_cache_path())
+
+
+def num_layers(model: str) -> int:
+    """Decoder layers of a model folder (its ``config.json``)."""
+    return json.loads((Path(model) / "config.json").read_text())["num_hidden_layers"]
+
+
+def search(
+    model: str,
+    options: SelfSkipConfig,
+    questions: list[dict],
+    batch_size: int,
+    max_tokens: int,
+    max_batches: int,
+) -> dict:
+    """Decode ``questions`` (cycling) in batches until the search for
+    ``model`` and ``options.task`` stops; returns its final status."""
+    from vllm import SamplingParams
+
+    from swift_vllm.search import status
+
+    if options.has_fixed_set:
+        raise ValueError("tuning searches for a set: drop attention_skip / mlp_skip")
+    spec = {"method": METHOD_NAME, "num_speculative_tokens": 4} | options.to_dict()
+    spec |= TUNING_OPTIONS
+    key = cache_key(model, options.task)
+    llm = make_llm(model, spec, worker_extension_cls=WORKER_EXTENSION)
+    try:
+        prompts = itertools.cycle(chat_prompts(llm, questions))
+        params = SamplingParams(temperature=0.0, max_tokens=max_tokens)
+        state = status().get(key, {})
+        with tqdm(total=max_batches, unit="batch", desc="searching skip set") as progress:
+            for _ in range(max_batches):
+                if state.get("phase") == "accelerating":
+                    break
+                llm.generate([next(prompts) for _ in range(batch_size)], params, use_tqdm=False)
+                state = status().get(key, {})
+                progress.update(1)
+                progress.set_postfix_str(_summary(state))
+    finally:
+        llm.llm_engine.engine_core.shutdown()
+        del llm
+        gc.collect()
+    return state
 
 
 def _format(value: float | None) -> str:

@@ -67,15 +67,14 @@ class AdditiveModel:
         design = np.zeros((rows, len(windows) + self.dims))
         design[np.arange(rows), [column[w] for w in self._windows]] = 1.0
         design[:, len(windows) :] = np.asarray(self._vectors, dtype=float)
-        penalty = np.diag(
-            [np.sqrt(EASE_RIDGE)] * len(windows) + [np.sqrt(EFFECT_RIDGE)] * self.dims
-        )
-        # The ease prior is the mean score, the effect prior zero.
+        # Ridge least squares by its normal equations (a few hundred
+        # unknowns at most); the ease prior is the mean score, the effect
+        # prior zero.
+        ridge = np.array([EASE_RIDGE] * len(windows) + [EFFECT_RIDGE] * self.dims)
         prior = np.concatenate([np.full(len(windows), np.mean(self._scores)), np.zeros(self.dims)])
-        solution, *_ = np.linalg.lstsq(
-            np.vstack([design, penalty]),
-            np.concatenate([self._scores, penalty @ prior]),
-            rcond=None,
+        solution = np.linalg.solve(
+            design.T @ design + np.diag(ridge),
+            design.T @ np.asarray(self._scores) + ridge * prior,
         )
         self._ease = dict(zip(windows, solution[: len(windows)].tolist(), strict=True))
         self._effect = solution[len(windows) :]
