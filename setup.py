@@ -90,6 +90,7 @@ setup(
         "pandas",  # vLLM's `bench serve` reads its dataset with it
         "psutil",
         "scipy",
+        "threadpoolctl",  # the search actor keeps BLAS to one thread
     ],
     extras_require={
         # CPU machines: vLLM's CPU build (pulls torch 2.13.0+cpu).

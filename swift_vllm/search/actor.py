@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import ray
+import threadpoolctl
 import torch
 
 from swift_vllm.config import SelfSkipConfig
@@ -41,9 +42,11 @@ class Snapshot:
 
 class SearchActor:
     def __init__(self) -> None:
-        # GP fitting on one thread: the CPUs belong to serving, and threads
-        # fighting over them made fits 20x slower (measured).
+        # GP fitting and the additive model on one thread each for torch and
+        # BLAS: the CPUs belong to serving, and threads fighting over them made
+        # fits 20x slower (measured).
         torch.set_num_threads(1)
+        threadpoolctl.threadpool_limits(1)
         self._searchers: dict[str, Searcher] = {}
         self._caches: dict[str, SkipSetCache] = {}
 
