@@ -112,6 +112,9 @@ class MethodRun:
     """Self-skip only: the proposer's own counters per (method, batch size)."""
     skip_sets: dict[int, dict[str, list[int]]] = field(default_factory=dict)
     """Self-skip only: batch size -> the skip set in use when its runs ended."""
+    search: dict[str, Any] = field(default_factory=dict)
+    """Self-skip with a search: its state when timing started and ended. A
+    search that optimizes during the timed runs puts its cost in them."""
 
 
 def engine_overrides(speculative_config: dict | None, workload: Workload) -> dict[str, Any]:
@@ -150,6 +153,8 @@ def run_method(
         prompts = chat_prompts(llm, workload.questions)
         warmup = SamplingParams(temperature=workload.temperature, max_tokens=WARMUP_TOKENS)
         llm.generate(prompts[: max(workload.batch_sizes)], warmup, use_tqdm=False)
+        if self_skip:
+            run.search["start"] = llm.collective_rpc("self_skip_search_status")[0]
         for batch_size in workload.batch_sizes:
             progress.set_postfix_str(f"{label} bs{batch_size}")
             before = _draft_stats(llm) if self_skip else None
@@ -167,6 +172,8 @@ def run_method(
             if before is not None:
                 run.proposer_stats[(label, batch_size)] = _draft_stats(llm) - before
                 run.skip_sets[batch_size] = llm.collective_rpc("self_skip_current")[0]
+        if self_skip:
+            run.search["end"] = llm.collective_rpc("self_skip_search_status")[0]
     return run
 
 

@@ -183,6 +183,7 @@ def run(args: argparse.Namespace) -> int:
         "ignore_eos": workload.ignore_eos,
         "engine": ENGINE_DEFAULTS | engine_overrides(None, workload),
         "self_skip_sets": {label: run.skip_sets for label, run in runs.items() if run.skip_sets},
+        "self_skip_search": {label: run.search for label, run in runs.items() if run.search},
         "errors": errors,
     }
     write_results(args.out / "results.json", meta, rows)
@@ -200,6 +201,13 @@ def run(args: argparse.Namespace) -> int:
         f"\nwrote {args.out / 'results.json'}, {args.out / 'answers'}/, "
         + ", ".join(p.name for p in plots)
     )
+    for label, run in runs.items():
+        scoring = sum(stats.scoring_seconds for stats in run.proposer_stats.values())
+        if scoring:
+            print(
+                f"note: {label}'s skip-set search scored candidates for {scoring:.1f} s of its "
+                "timed runs; run `swift-vllm tune` first to time the steady state"
+            )
     for label, message in errors.items():
         print(f"FAILED {label}: {message}")
     return 1 if errors else 0

@@ -22,7 +22,8 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import ray
@@ -52,6 +53,8 @@ LOCAL_OBJECT_STORE_BYTES = 128 * 2**20
 # a vLLM worker must outlive a lost cluster and keep its last set instead.
 _GCS_RECONNECT_TIMEOUT_ENV = "RAY_gcs_rpc_server_reconnect_timeout_s"
 _GCS_RECONNECT_TIMEOUT_S = str(365 * 24 * 3600)
+# libgomp pins a process that starts with this set (see _every_cpu).
+_OMP_AFFINITY_ENV = "GOMP_CPU_AFFINITY"
 
 T = TypeVar("T")
 
@@ -84,15 +87,38 @@ def connect_ray(start_local: bool = True) -> None:
     except ConnectionError:
         if os.environ.get("RAY_ADDRESS") or not start_local:
             raise
-        ray.init(
-            address="local",
-            namespace=NAMESPACE,
-            num_cpus=1,
-            include_dashboard=False,
-            object_store_memory=LOCAL_OBJECT_STORE_BYTES,
-            log_to_driver=False,
-            configure_logging=False,
-        )
+        with _every_cpu():
+            ray.init(
+                address="local",
+                namespace=NAMESPACE,
+                num_cpus=1,
+                include_dashboard=False,
+                object_store_memory=LOCAL_OBJECT_STORE_BYTES,
+                log_to_driver=False,
+                configure_logging=False,
+            )
+
+
+@contextmanager
+def _every_cpu() -> Iterator[None]:
+    """Let the processes started meanwhile run on every CPU.
+
+    vLLM's CPU worker pins its threads to the cores it computes on, and
+    exports ``GOMP_CPU_AFFINITY`` with libgomp preloaded, which pins every
+    child process at start-up. A Ray cluster started from there would then
+    fight the worker for its cores (measured: the search actor got 1/30 of
+    a core, and Ray's daemons took time from the worker)."""
+    pinning = os.environ.pop(_OMP_AFFINITY_ENV, None)
+    pinned = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    if pinned is not None:
+        os.sched_setaffinity(0, range(os.cpu_count() or 1))
+    try:
+        yield
+    finally:
+        if pinned is not None:
+            os.sched_setaffinity(0, pinned)
+        if pinning is not None:
+            os.environ[_OMP_AFFINITY_ENV] = pinning
 
 
 def get_or_create_actor() -> ray.actor.ActorHandle:
