@@ -152,10 +152,9 @@ def test_output_unchanged_while_optimizing(optimized):
 
 @pytest.mark.xfail(
     strict=False,
-    reason="known gap (issue 3 open): the in-engine scorer hides each window token's own "
-    "K/V, the reference matchness recomputes it with the skipped model; sets that skip "
-    "early layers score higher in-engine (0.88) than by the reference (0.70 vs 0.73 for "
-    "the best of 60 random sets)",
+    reason="known gap (issue 3 open): the scorer now equals the reference matchness "
+    "(test_scoring.py), but a search of ~100 noisy one-window scores finds sets about as "
+    "good as the best of 60 random sets on the test's windows, not better (0.68 vs 0.73)",
 )
 def test_found_set_beats_random_sets(optimized, dev_questions, smollm2):
     """Teacher-forced matchness (an independent Hugging Face implementation)
