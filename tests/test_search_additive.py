@@ -50,3 +50,14 @@ def test_unknown_window_is_not_corrected():
     assert model.corrected(-1, 0.42) == 0.42
     model.clear()
     assert model.cheapest(2) == [1, 1] + [0] * (DIMS - 2)  # no data: ties, first ones
+
+
+def test_corrected_scores_stay_shares():
+    model = AdditiveModel(DIMS)
+    for window, vector, value, _ in synthetic_windows(30):
+        model.add(window, vector, value)
+    # Scores on hard windows are corrected upwards, on easy ones downwards.
+    hardest = max(range(30), key=lambda w: model.corrected(w, 0.5))
+    easiest = min(range(30), key=lambda w: model.corrected(w, 0.5))
+    assert model.corrected(hardest, 1.0) == 1.0  # a perfect score on a hard window
+    assert model.corrected(easiest, 0.0) == 0.0

@@ -46,11 +46,12 @@ class AdditiveModel:
         self.__init__(self.dims)
 
     def corrected(self, window: int, score: float) -> float:
-        """``score`` as if measured on a window of average ease."""
+        """``score`` as if measured on a window of average ease (a share:
+        kept within [0, 1], where the additive model overshoots)."""
         self._fit()
         if window not in self._ease:
             return score
-        return score - self._ease[window] + self._mean_ease
+        return min(max(score - self._ease[window] + self._mean_ease, 0.0), 1.0)
 
     def cheapest(self, size: int) -> list[int]:
         """The vector skipping the ``size`` sub-layers whose skipping costs least."""
