@@ -239,6 +239,8 @@ class SelfSkipProposer:
         candidates on the tokens the full model just generated. Returns
         whether it scored."""
         self.set_skip_set(self._search.current())
+        if not self._search.optimizing:
+            return False
         windows = select_windows(
             rows,
             lengths,

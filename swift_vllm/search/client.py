@@ -204,6 +204,11 @@ class SearchClient:
         self._poll()
         return self._snapshot.skip_set
 
+    @property
+    def optimizing(self) -> bool:
+        """Whether the search was optimizing when last heard (no call)."""
+        return self._snapshot.phase == Phase.OPTIMIZING
+
     @_never_raises(lambda self: [])
     def candidates(self) -> list[SkipSet]:
         """Call once per decoding step. Every ``opt_interval``-th step of the
