@@ -116,7 +116,7 @@ def search(
     ``model`` and ``options.task`` stops; returns its final status."""
     from vllm import SamplingParams
 
-    from swift_vllm.search import status
+    from swift_vllm.search import disconnect, status
 
     if options.has_fixed_set:
         raise ValueError("tuning searches for a set: drop attention_skip / mlp_skip")
@@ -137,6 +137,7 @@ def search(
                 progress.update(1)
                 progress.set_postfix_str(_summary(state))
     finally:
+        disconnect()  # before the engine, whose worker runs the cluster, goes
         llm.llm_engine.engine_core.shutdown()
         del llm
         gc.collect()

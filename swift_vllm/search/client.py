@@ -145,6 +145,14 @@ def status(timeout_s: float = 10.0) -> dict[str, dict]:
     return ray.get(actor.status.remote(), timeout=timeout_s)
 
 
+def disconnect() -> None:
+    """Leave the Ray cluster joined by ``status``. A process must leave a
+    cluster that an engine started before the engine shuts down: Ray ends
+    a process that cannot reach its cluster's GCS for a minute."""
+    if ray.is_initialized():
+        ray.shutdown()
+
+
 def _never_raises(fallback: Callable[["SearchClient"], T]):
     """Decorate a public method: any exception (a dead actor, a lost
     cluster) is reported to the reconnection logic and ``fallback`` is
