@@ -10,7 +10,7 @@ import gc
 import json
 import time
 
-from swift_vllm.commands.tune import num_layers, options_cache, search
+from swift_vllm.commands.tune import num_layers, search
 from swift_vllm.engine import (
     SpecCounters,
     chat_prompts,
@@ -19,7 +19,7 @@ from swift_vllm.engine import (
     spread_by_category,
 )
 from swift_vllm.models import KNOWN_MODELS, fetch_model
-from swift_vllm.search.cache import cache_key
+from swift_vllm.search.cache import SkipSetCache, cache_key
 from swift_vllm.skip_set import SkipSet
 from swift_vllm.vllm_compat import WORKER_EXTENSION, options_in
 
@@ -121,7 +121,7 @@ def _tune_if_needed(model: str, speculative_config: dict, timed: list[dict]) -> 
     the config fixes one or the cache has one."""
     options = options_in(speculative_config)
     key = cache_key(model, options.task)
-    cache = options_cache(options)
+    cache = SkipSetCache.of(options.cache_path)
     if options.has_fixed_set or cache.load(key, num_layers(model)) is not None:
         return
     print(f"no cached skip set for {key}: searching for one first (once per model and task)")

@@ -24,7 +24,7 @@ from swift_vllm.commands.bench import resolve_model
 from swift_vllm.config import METHOD_NAME, SelfSkipConfig
 from swift_vllm.engine import chat_prompts, load_questions, make_llm
 from swift_vllm.models import KNOWN_MODELS
-from swift_vllm.search.cache import SkipSetCache, cache_key, default_cache_path
+from swift_vllm.search.cache import SkipSetCache, cache_key
 from swift_vllm.vllm_compat import WORKER_EXTENSION
 
 # Tuning settings that make every step draft and score.
@@ -68,7 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     options = SelfSkipConfig.from_dict(args.options)
     model = resolve_model(args.model)
-    cache = options_cache(options)
+    cache = SkipSetCache.of(options.cache_path)
     key = cache_key(model, options.task)
     if args.retune and cache.remove(key):
         print(f"removed the cached set of {key} from {cache.path}")
@@ -92,11 +92,6 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"  cached in {cache.path}; engines for this model and task start from it")
     return 0
-
-
-def options_cache(options: SelfSkipConfig) -> SkipSetCache:
-    """The cache file these options read and write."""
-    return SkipSetCache(Path(options.cache_path) if options.cache_path else default_cache_path())
 
 
 def num_layers(model: str) -> int:

@@ -9,14 +9,13 @@ methods one at a time, so the state needs no locks.
 
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import ray
 import threadpoolctl
 import torch
 
 from swift_vllm.config import SelfSkipConfig
-from swift_vllm.search.cache import SkipSetCache, default_cache_path
+from swift_vllm.search.cache import SkipSetCache
 from swift_vllm.search.phase import Phase
 from swift_vllm.search.searcher import AcceptanceReport, Searcher
 from swift_vllm.skip_set import SkipSet
@@ -70,8 +69,7 @@ class SearchActor:
             )
             searcher = None
         if searcher is None:
-            path = Path(config.cache_path) if config.cache_path else default_cache_path()
-            cache = SkipSetCache(path)
+            cache = SkipSetCache.of(config.cache_path)
             self._caches[key] = cache
             self._searchers[key] = Searcher(
                 num_layers, config, draft_len, start, cache.load(key, num_layers)

@@ -38,6 +38,18 @@ def random_vector(dims: int, size: int, rng: random.Random) -> list[int]:
     return [int(i in ones) for i in range(dims)]
 
 
+def swapped(vector: list[int], rng: random.Random) -> list[int]:
+    """``vector`` with one or two of its ones swapped for zeros (the same
+    number of ones): a neighbouring skip set of the same size."""
+    on = [i for i, bit in enumerate(vector) if bit]
+    off = [i for i, bit in enumerate(vector) if not bit]
+    swaps = min(rng.randint(1, 2), len(on), len(off))
+    child = list(vector)
+    for i in rng.sample(on, swaps) + rng.sample(off, swaps):
+        child[i] = 1 - child[i]
+    return child
+
+
 def suggest(
     vectors: list[list[int]], values: list[float], size: int, rng: random.Random
 ) -> list[int]:
@@ -68,16 +80,7 @@ def _pool(
     seen = {tuple(v) for v in vectors}
     ranked = sorted(range(len(vectors)), key=values.__getitem__, reverse=True)
     parents = [vectors[i] for i in ranked if sum(vectors[i]) == size][:POOL_PARENTS]
-    pool = []
-    for parent in parents:
-        on = [i for i, bit in enumerate(parent) if bit]
-        off = [i for i, bit in enumerate(parent) if not bit]
-        for _ in range(POOL_SWAPS_PER_PARENT):
-            child = list(parent)
-            swaps = min(rng.randint(1, 2), len(on), len(off))
-            for i in rng.sample(on, swaps) + rng.sample(off, swaps):
-                child[i] = 1 - child[i]
-            pool.append(child)
+    pool = [swapped(p, rng) for p in parents for _ in range(POOL_SWAPS_PER_PARENT)]
     pool += [random_vector(dims, size, rng) for _ in range(POOL_RANDOM)]
     unseen = {tuple(v): v for v in pool if tuple(v) not in seen}
     return list(unseen.values()) or pool

@@ -45,6 +45,11 @@ class SkipSetCache:
     def __init__(self, path: Path) -> None:
         self.path = path
 
+    @classmethod
+    def of(cls, cache_path: str | None) -> "SkipSetCache":
+        """The cache an engine's ``cache_path`` option names (None: the default file)."""
+        return cls(Path(cache_path) if cache_path else default_cache_path())
+
     def load(self, key: str, num_layers: int) -> CacheEntry | None:
         """The entry for ``key`` if it fits a ``num_layers``-layer model."""
         entry = self._read().get(key)

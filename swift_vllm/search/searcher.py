@@ -73,9 +73,9 @@ class Candidate(NamedTuple):
     origin: str
     """``incumbent`` (the best so far, re-scored as the baseline), ``random``,
     ``bayes``, ``additive`` (the additive model's cheapest set, or a
-    neighbour of it once scored); with an adaptive ratio also ``neighbour`` (the incumbent
-    resized to a neighbouring size) and ``recheck`` (a neighbouring size's
-    best, scored again)."""
+    neighbour of it once scored); with an adaptive ratio also ``neighbour``
+    (the incumbent resized to a neighbouring size) and ``recheck`` (a
+    neighbouring size's best, scored again)."""
 
 
 @dataclass(frozen=True)
@@ -392,11 +392,7 @@ class Searcher:
         that too has been scored."""
         vector = self._model.cheapest(self.target_size)
         if SkipSet.from_vector(vector, self.num_layers) in self._scores:
-            on = [i for i, bit in enumerate(vector) if bit]
-            off = [i for i, bit in enumerate(vector) if not bit]
-            swaps = min(self._rng.randint(1, 2), len(on), len(off))
-            for i in self._rng.sample(on, swaps) + self._rng.sample(off, swaps):
-                vector[i] = 1 - vector[i]
+            vector = bayes.swapped(vector, self._rng)
         skip_set = SkipSet.from_vector(vector, self.num_layers)
         return None if skip_set in self._scores else Candidate(skip_set, "additive")
 
