@@ -62,8 +62,9 @@ class SelfSkipConfig:
     ``num_speculative_tokens`` tokens; the confidence stop does not apply."""
 
     guard: bool = True
-    """Profitability guard: per batch size, run the drafters (none, lookup
-    only, or lookup and self-skip) whose measured decoding rate is highest,
+    """Profitability guard: per step, run the drafters (none, lookup only, or
+    lookup and self-skip) with the highest predicted decoding rate, from
+    step costs fitted per batch size and each source's measured acceptance,
     probing the others now and then (see ``swift_vllm/guard.py``). ``False``
     always drafts with every enabled drafter."""
 

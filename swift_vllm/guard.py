@@ -1,47 +1,70 @@
-"""Profitability guard: speculate only while it measurably beats plain decoding.
+"""Profitability guard: draft only where drafting is predicted to beat plain decoding.
 
 Speculation loses when drafts are rejected too often or when drafting and
 verifying cost too much (large batches make the target step compute bound,
-so verifying k+1 tokens per request is no longer almost free). Rather than
-predict that from a cost model, the guard measures it. Per batch-size bucket
-it keeps the decoding rate (tokens per request per second of the whole
-step: lookup, drafting, verification and vLLM's own overheads) of each mode
-the method can run:
+so verifying k+1 tokens per request is no longer almost free). Each step the
+proposer first finds the prompt-lookup drafts (nearly free) and then asks
+the guard which of three choices to run:
 
 * ``plain``: no drafts at all;
-* ``lookup``: prompt-lookup drafts only (when lookup is on);
-* ``self-skip``: self-skip drafts too, for the requests without a lookup draft.
+* ``lookup``: the lookup drafts only;
+* ``self-skip``: the lookup drafts, and self-skip drafts for the requests
+  without one.
 
-The first batch size it sees, it measures every mode in turn. A batch size
-it has not measured yet runs what the nearest measured one runs (batches
-shrink through small sizes as requests finish, too briefly to measure
-everything there), measuring the other modes on every
-``EXPLORE_INTERVAL``-th step. Once measured, it runs the fastest mode,
-starting from plain decoding and switching only when another one is faster by
-``SWITCH_MARGIN`` (hysteresis, so it does not flap), and runs each other
-mode once every ``PROBE_INTERVAL`` steps so that their rates stay current:
-it notices when speculation pays again. Self-skip drafting is kept only
-when it beats lookup alone, so lookup's acceptance cannot flatter it.
+The guard predicts each choice's decoding rate, expected tokens over expected
+step time (Leviathan et al., DESIGN.md section 5), and runs the best; a
+richer choice has to beat the cheaper ones by ``MIN_GAIN``. The two halves are
+learned apart because they vary apart:
+
+* **Costs** depend on the batch, not on the text. Per batch-size bucket, a
+  least-squares fit over every step (whatever it ran) explains the whole
+  step cycle, from one proposal to the next (lookup, drafting, the target's
+  verification and vLLM's own work), by the requests, the draft tokens
+  verified, the self-skip draft forwards and whether any ran.
+* **Gains** depend on the text: the tokens accepted per lookup draft and per
+  self-skip draft, each measured on its own source's drafts only, so lookup's
+  acceptance cannot flatter a losing skip set, and each measured on the steps
+  that would use it (self-skip drafts only run where lookup found nothing).
+
+Comparing measured rates of whole modes instead mixes the two: a mode's rate
+would hinge on how repetitive the text was while it ran.
+
+Until a bucket has seen every kind of step ``MIN_OBSERVATIONS`` times, one
+step in ``EXPLORE_INTERVAL`` runs a kind it lacks and the others predict with
+the nearest measured bucket's costs. After that, now and then a step that
+would not run the richest mode does (a probe), so costs and acceptance stay
+current and the guard notices when speculation pays again; probes are
+spaced so that they cost at most ``PROBE_COST`` of the time.
 """
 
 import logging
 from dataclasses import dataclass, field
 from enum import Enum
 
+import numpy as np
+
 logger = logging.getLogger(__name__)
 
-# A mode takes over only when its rate beats the current one's by this factor.
-SWITCH_MARGIN = 1.03
-# While decided, one step in this many runs another mode (in turn).
+# A richer choice runs only when its predicted rate beats the best cheaper
+# one by this factor: a margin for the model's error.
+MIN_GAIN = 1.03
+# Once measured, a step that would not run the richest mode runs it now and
+# then: at most one step in PROBE_INTERVAL, and rarer when a probe is
+# predicted to cost more than PROBE_COST of the steps between two probes.
 PROBE_INTERVAL = 32
-# Measurements of every mode at a batch size before the first decision.
+PROBE_COST = 0.01
+# Steps of each kind (no drafts, lookup drafts only, self-skip drafts) a
+# bucket measures before its own costs are used.
 MIN_OBSERVATIONS = 3
-# Until then, one step in this many measures a mode that still lacks them;
-# the others run what the nearest decided batch size runs.
+# Until then, one step in this many runs a kind that still lacks them.
 EXPLORE_INTERVAL = 3
-# Weight of a new measurement in the running mean rates (once there are
-# more than 1 / _EMA_WEIGHT of them).
-_EMA_WEIGHT = 0.1
+# Each bucket logs its steps per mode and latest predictions this often.
+LOG_INTERVAL = 1000
+# Weight of a new draft in the running acceptance means (once there are more
+# than 1 / _ACCEPTANCE_WEIGHT drafts), and decay of old steps in the cost fit.
+_ACCEPTANCE_WEIGHT = 0.05
+_COST_DECAY = 1.0 / 512
+_REQUEST_RIDGE = 1e-6
 
 
 class Mode(Enum):
@@ -65,120 +88,241 @@ def batch_bucket(batch_size: int) -> int:
     return 1 << max(batch_size - 1, 0).bit_length()
 
 
+@dataclass(frozen=True)
+class Cycle:
+    """One step, from a proposal to the next, as the guard learns from it."""
+
+    requests: int
+    draft_tokens: int  # verified, both sources
+    draft_forwards: int  # self-skip draft forwards
+    seconds: float
+
+    @property
+    def kind(self) -> Mode:
+        """What the step actually ran (a lookup step that found nothing is plain)."""
+        if self.draft_forwards:
+            return Mode.SELF_SKIP
+        return Mode.LOOKUP if self.draft_tokens else Mode.PLAIN
+
+    def features(self) -> np.ndarray:
+        return np.array(
+            [1.0, self.requests, self.draft_tokens, self.draft_forwards, self.draft_forwards > 0]
+        )
+
+
+class _CostFit:
+    """Exponentially weighted least squares of a cycle's seconds on its features."""
+
+    def __init__(self) -> None:
+        self._gram = np.zeros((5, 5))
+        self._moment = np.zeros(5)
+        self._coef: np.ndarray | None = None
+
+    def add(self, cycle: Cycle) -> None:
+        x = cycle.features()
+        self._gram = (1 - _COST_DECAY) * self._gram + np.outer(x, x)
+        self._moment = (1 - _COST_DECAY) * self._moment + x * cycle.seconds
+        self._coef = None
+
+    def seconds(self, cycle: Cycle) -> float:
+        if self._coef is None:
+            # A touch of ridge on the per-request cost: where a bucket saw one
+            # batch size only, the intercept takes the whole fixed cost.
+            ridge = np.diag([0.0, _REQUEST_RIDGE, 0.0, 0.0, 0.0])
+            self._coef = np.linalg.lstsq(self._gram + ridge, self._moment, rcond=None)[0]
+        return float(cycle.features() @ self._coef)
+
+    def coefficients(self) -> dict[str, float]:
+        self.seconds(Cycle(1, 0, 0, 0.0))  # fits if needed
+        names = ("base", "per_request", "per_draft_token", "per_draft_forward", "per_self_skip")
+        return dict(zip(names, map(float, self._coef), strict=True))
+
+
+@dataclass
+class _Gain:
+    """Running means over one source's verified drafts."""
+
+    drafts: int = 0
+    accepted: float = 0.0  # accepted tokens per draft
+    length: float = 0.0  # tokens per draft
+
+    def add(self, drafts: int, tokens: int, accepted: int) -> None:
+        for _ in range(drafts):  # each draft weighs the same, however they came batched
+            self.drafts += 1
+            weight = max(1.0 / self.drafts, _ACCEPTANCE_WEIGHT)
+            self.accepted += weight * (accepted / drafts - self.accepted)
+            self.length += weight * (tokens / drafts - self.length)
+
+
 @dataclass
 class _Bucket:
-    """Measured rates and the decision for one batch-size bucket."""
+    """What the guard knows about one batch-size bucket."""
 
-    current: Mode
-    rates: dict[Mode, float] = field(default_factory=dict)
-    observations: dict[Mode, int] = field(default_factory=dict)
+    costs: _CostFit = field(default_factory=_CostFit)
+    seen: dict[Mode, int] = field(default_factory=dict)  # cycles of each kind
+    forwards: float = 0.0  # running mean of draft forwards per self-skip cycle
     steps: int = 0
-    probes: int = 0
+    since_probe: int = 0  # steps that could have probed since the last probe
     chosen: dict[Mode, int] = field(default_factory=dict)  # steps run in each mode
+    predicted: dict[Mode, float] = field(default_factory=dict)  # last step's speedups
 
 
 class ProfitabilityGuard:
-    """Chooses per step which drafters run at the current batch size."""
+    """Chooses per step which drafters run."""
 
     def __init__(self, lookup: bool) -> None:
-        richest = Mode.SELF_SKIP
         self.modes: tuple[Mode, ...] = (
-            (Mode.PLAIN, Mode.LOOKUP, richest) if lookup else (Mode.PLAIN, richest)
+            (Mode.PLAIN, Mode.LOOKUP, Mode.SELF_SKIP) if lookup else (Mode.PLAIN, Mode.SELF_SKIP)
         )
         self._buckets: dict[int, _Bucket] = {}
+        self._gains = {Mode.LOOKUP: _Gain(), Mode.SELF_SKIP: _Gain()}
 
-    def choose(self, batch_size: int) -> Mode:
-        """The mode for a step with ``batch_size`` running requests."""
+    def choose(self, batch_size: int, lookup_lengths: list[int], self_skip_rows: int) -> Mode:
+        """The mode for a step with ``batch_size`` running requests, lookup
+        drafts of ``lookup_lengths`` tokens and ``self_skip_rows`` requests
+        that could draft with the skipped model."""
         bucket = self._bucket(batch_size)
-        mode = self._choose(batch_size, bucket)
+        bucket.steps += 1
+        possible = [Mode.PLAIN]
+        if Mode.LOOKUP in self.modes and lookup_lengths:
+            possible.append(Mode.LOOKUP)
+        if self_skip_rows:
+            possible.append(Mode.SELF_SKIP)
+        mode = self._choose(bucket, batch_size, possible, lookup_lengths, self_skip_rows)
         bucket.chosen[mode] = bucket.chosen.get(mode, 0) + 1
+        if bucket.steps % LOG_INTERVAL == 0:
+            self._log(batch_size, bucket)
         return mode
 
-    def _choose(self, batch_size: int, bucket: _Bucket) -> Mode:
-        bucket.steps += 1
-        unmeasured = self._unmeasured(bucket)
-        if unmeasured:
-            borrowed = self._nearest_decision(batch_size)
-            if borrowed is not None and bucket.steps % EXPLORE_INTERVAL:
-                return borrowed
-            # Least measured first (richest on ties).
-            return min(reversed(unmeasured), key=lambda m: bucket.observations.get(m, 0))
-        self._decide(batch_size, bucket)
-        if bucket.steps % PROBE_INTERVAL == 0:
-            others = [m for m in self.modes if m is not bucket.current]
-            bucket.probes += 1
-            return others[bucket.probes % len(others)]
-        return bucket.current
+    def _log(self, batch_size: int, bucket: _Bucket) -> None:
+        steps = ", ".join(f"{m.value} {bucket.chosen.get(m, 0)}" for m in self.modes)
+        predicted = ", ".join(f"{m.value} {s:.2f}x" for m, s in bucket.predicted.items())
+        logger.info(
+            "self-skip guard, batch size ~%d: steps so far %s; last step predicted %s",
+            batch_bucket(batch_size),
+            steps,
+            predicted or "nothing yet",
+        )
 
-    def observe(self, batch_size: int, mode: Mode, tokens_per_request: float, step_s: float):
-        """A step in ``mode`` gained ``tokens_per_request`` tokens per request
-        in ``step_s`` seconds, everything included."""
-        bucket = self._bucket(batch_size)
-        count = bucket.observations.get(mode, 0) + 1
-        bucket.observations[mode] = count
-        # The plain mean of the first few, a running mean after that.
-        weight = max(1.0 / count, _EMA_WEIGHT)
-        old = bucket.rates.get(mode, 0.0)
-        bucket.rates[mode] = old + weight * (tokens_per_request / step_s - old)
+    def _choose(
+        self,
+        bucket: _Bucket,
+        batch_size: int,
+        possible: list[Mode],
+        lookup_lengths: list[int],
+        self_skip_rows: int,
+    ) -> Mode:
+        lacking = self._lacking(bucket, possible)
+        costs = bucket if not lacking else self._nearest_measured(batch_size, possible)
+        if lacking and (costs is None or bucket.steps % EXPLORE_INTERVAL == 0):
+            # Least seen first (richest on ties).
+            return min(reversed(lacking), key=lambda m: bucket.seen.get(m, 0))
+        expected = self._predict(costs, batch_size, possible, lookup_lengths, self_skip_rows)
+        rates = {mode: tokens / seconds for mode, (tokens, seconds) in expected.items()}
+        bucket.predicted = {mode: rate / rates[Mode.PLAIN] for mode, rate in rates.items()}
+        best = Mode.PLAIN
+        for mode in possible:  # cheapest first
+            if rates[mode] > MIN_GAIN * rates[best]:
+                best = mode
+        richest = possible[-1]
+        if lacking or best is richest:
+            return best
+        bucket.since_probe += 1
+        # The time a probe loses against the best mode, in steps of the best mode.
+        tokens, seconds = expected[richest]
+        loss = (seconds - tokens / rates[best]) / expected[best][1]
+        if bucket.since_probe < max(PROBE_INTERVAL, loss / PROBE_COST):
+            return best
+        bucket.since_probe = 0
+        return richest
 
-    def speedup(self, batch_size: int, mode: Mode | None = None) -> float | None:
-        """Measured rate of ``mode`` (default: the current one) over plain
-        decoding at this batch size; None until both were measured."""
-        bucket = self._buckets.get(batch_bucket(batch_size))
-        if bucket is None:
-            return None
-        rate = bucket.rates.get(mode or bucket.current)
-        plain = bucket.rates.get(Mode.PLAIN)
-        return None if rate is None or not plain else rate / plain
-
-    def current(self, batch_size: int) -> Mode:
-        """The guard's decision for this batch size, probes aside."""
-        return self._bucket(batch_size).current
-
-    def status(self) -> dict[int, dict]:
-        """Per bucket: the mode in force (None while still measuring), each
-        mode's measured speedup over plain, and the steps run in each mode."""
+    def _predict(
+        self,
+        costs: _Bucket,
+        batch_size: int,
+        possible: list[Mode],
+        lookup_lengths: list[int],
+        self_skip_rows: int,
+    ) -> dict[Mode, tuple[float, float]]:
+        """Expected tokens and seconds of a step in each possible mode, with
+        ``costs``' fit."""
+        lookup, self_skip = self._gains[Mode.LOOKUP], self._gains[Mode.SELF_SKIP]
+        looked_up = sum(lookup_lengths)
+        with_lookup = batch_size + len(lookup_lengths) * lookup.accepted
+        expected = {
+            Mode.PLAIN: (batch_size, Cycle(batch_size, 0, 0, 0.0)),
+            Mode.LOOKUP: (with_lookup, Cycle(batch_size, looked_up, 0, 0.0)),
+            Mode.SELF_SKIP: (
+                with_lookup + self_skip_rows * self_skip.accepted,
+                Cycle(
+                    batch_size,
+                    looked_up + round(self_skip_rows * self_skip.length),
+                    max(1, round(costs.forwards)),
+                    0.0,
+                ),
+            ),
+        }
         return {
-            size: {
-                "mode": None if self._unmeasured(bucket) else bucket.current.value,
-                "speedup": {m.value: self.speedup(size, m) for m in bucket.rates},
-                "steps": {m.value: n for m, n in bucket.chosen.items()},
-            }
-            for size, bucket in sorted(self._buckets.items())
+            mode: (tokens, max(costs.costs.seconds(cycle), 1e-6))
+            for mode, (tokens, cycle) in expected.items()
+            if mode in possible
+        }
+
+    def observe(self, cycle: Cycle) -> None:
+        """Learn the costs from a step that decoded the same requests as the
+        step before (no prefill mixed in, nobody joined or left)."""
+        bucket = self._bucket(cycle.requests)
+        bucket.costs.add(cycle)
+        kind = cycle.kind
+        bucket.seen[kind] = bucket.seen.get(kind, 0) + 1
+        if kind is Mode.SELF_SKIP:
+            weight = max(1.0 / bucket.seen[kind], _ACCEPTANCE_WEIGHT)
+            bucket.forwards += weight * (cycle.draft_forwards - bucket.forwards)
+
+    def observe_drafts(self, source: Mode, drafts: int, tokens: int, accepted: int) -> None:
+        """``drafts`` drafts of ``source`` with ``tokens`` tokens in all were
+        verified and ``accepted`` of those tokens accepted."""
+        if drafts:
+            self._gains[source].add(drafts, tokens, accepted)
+
+    def status(self) -> dict[str, dict]:
+        """Per batch-size bucket: the steps run in each mode, the last step's
+        predicted speedup of each mode, and the fitted costs (seconds, None
+        while measuring); per draft source: the measured gains."""
+        return {
+            "batch_sizes": {
+                size: {
+                    "steps": {m.value: n for m, n in bucket.chosen.items()},
+                    "predicted_speedup": {m.value: s for m, s in bucket.predicted.items()},
+                    "costs": (
+                        None if self._lacking(bucket, self.modes) else bucket.costs.coefficients()
+                    ),
+                }
+                for size, bucket in sorted(self._buckets.items())
+            },
+            "drafts": {
+                source.value: {
+                    "verified": gain.drafts,
+                    "accepted_per_draft": gain.accepted,
+                    "tokens_per_draft": gain.length,
+                }
+                for source, gain in self._gains.items()
+            },
         }
 
     def _bucket(self, batch_size: int) -> _Bucket:
-        # Drafting has to beat plain decoding by the margin to be chosen.
-        return self._buckets.setdefault(batch_bucket(batch_size), _Bucket(Mode.PLAIN))
+        return self._buckets.setdefault(batch_bucket(batch_size), _Bucket())
 
-    def _unmeasured(self, bucket: _Bucket) -> list[Mode]:
-        """Modes still short of ``MIN_OBSERVATIONS`` in ``bucket``."""
-        return [m for m in self.modes if bucket.observations.get(m, 0) < MIN_OBSERVATIONS]
+    def _lacking(self, bucket: _Bucket, kinds: list[Mode] | tuple[Mode, ...]) -> list[Mode]:
+        """``kinds`` of step ``bucket`` has seen fewer than ``MIN_OBSERVATIONS`` times."""
+        return [m for m in kinds if bucket.seen.get(m, 0) < MIN_OBSERVATIONS]
 
-    def _nearest_decision(self, batch_size: int) -> Mode | None:
-        """The mode of the decided bucket closest to ``batch_size`` (larger on
-        ties); None while none is decided."""
-        decided = [size for size, bucket in self._buckets.items() if not self._unmeasured(bucket)]
-        if not decided:
+    def _nearest_measured(self, batch_size: int, kinds: list[Mode]) -> _Bucket | None:
+        """The bucket closest to ``batch_size`` (larger on ties) that has
+        measured every one of ``kinds``."""
+        measured = [s for s, b in self._buckets.items() if not self._lacking(b, kinds)]
+        if not measured:
             return None
         target = batch_bucket(batch_size).bit_length()
-        nearest = min(decided, key=lambda size: (abs(size.bit_length() - target), -size))
-        return self._buckets[nearest].current
-
-    def _decide(self, batch_size: int, bucket: _Bucket) -> None:
-        best = max(self.modes, key=lambda m: bucket.rates[m])
-        if (
-            best is bucket.current
-            or bucket.rates[best] <= SWITCH_MARGIN * bucket.rates[bucket.current]
-        ):
-            return
-        logger.info(
-            "self-skip guard: batch size ~%d now decodes with %s "
-            "(measured %.2fx plain; %s was %.2fx)",
-            batch_bucket(batch_size),
-            "no drafts" if best is Mode.PLAIN else f"{best.value} drafts",
-            self.speedup(batch_size, best),
-            bucket.current.value,
-            self.speedup(batch_size, bucket.current),
-        )
-        bucket.current = best
+        nearest = min(measured, key=lambda size: (abs(size.bit_length() - target), -size))
+        return self._buckets[nearest]

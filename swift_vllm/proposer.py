@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from swift_vllm.config import SelfSkipConfig
-from swift_vllm.guard import Mode, ProfitabilityGuard
+from swift_vllm.guard import Cycle, Mode, ProfitabilityGuard
 from swift_vllm.layer_skip import skipped_forward
 from swift_vllm.lookup import lookup_draft
 from swift_vllm.scoring import score_candidates, select_windows
@@ -45,7 +45,6 @@ class _Round:
     drafted: dict[str, int]  # request -> self-skip draft tokens proposed
     looked_up: dict[str, int]  # request -> prompt-lookup draft tokens proposed
     skip_set: SkipSet
-    mode: Mode  # the drafters that ran
     scored: bool  # whether candidate sets were scored (an optimization cost)
     draft_s: float | None  # seconds spent drafting; None if nothing was drafted
     draft_steps: int
@@ -123,8 +122,8 @@ class SelfSkipProposer:
         """The shared search's status for this model and task (None with a fixed set)."""
         return None if self._search is None else self._search.status()
 
-    def guard_status(self) -> dict[int, dict] | None:
-        """The profitability guard's decisions per batch size (None when off)."""
+    def guard_status(self) -> dict[str, dict] | None:
+        """The profitability guard's choices, costs and gains (None when off)."""
         return None if self._guard is None else self._guard.status()
 
     def propose(
@@ -152,25 +151,22 @@ class SelfSkipProposer:
         rows = [i for i in range(num_reqs) if sampled_token_ids[i] and budgets[i] > 0]
         scored = self._search is not None and self._search_step(rows, lengths, token_ids_cpu)
 
-        if not rows:
-            mode = Mode.PLAIN  # nobody can draft: a plain step, whatever the guard says
-        elif self._guard is None:
-            mode = Mode.SELF_SKIP
-        else:
-            mode = self._guard.choose(num_reqs)
-            if mode is not Mode.SELF_SKIP:
-                self.stats.guard_skipped_steps += 1
         drafts: list[list[int]] = [[] for _ in range(num_reqs)]
-        if self.options.lookup and mode.looks_up:
+        if self.options.lookup:
             self._lookup(rows, lengths, token_ids_cpu, drafts)
-        looked_up = {req_ids[i]: len(drafts[i]) for i in rows if drafts[i]}
         # Only requests without a lookup draft run the skipped model.
-        rows = [i for i in rows if not drafts[i]]
+        self_skip_rows = [i for i in rows if not drafts[i]]
+        mode = self._choose_mode(num_reqs, rows, self_skip_rows, drafts)
+        if not mode.looks_up:
+            drafts = [[] for _ in range(num_reqs)]
+        looked_up = {req_ids[i]: len(drafts[i]) for i in rows if drafts[i]}
         draft_s, steps, draft_probs = None, 0, None
-        if rows and mode.self_skips:
+        if self_skip_rows and mode.self_skips:
             draft_started = time.perf_counter()
             with torch.inference_mode():
-                steps, draft_probs = self._draft(rows, lengths, budgets, token_ids_cpu, drafts)
+                steps, draft_probs = self._draft(
+                    self_skip_rows, lengths, budgets, token_ids_cpu, drafts
+                )
             draft_s = time.perf_counter() - draft_started
             self.stats.draft_steps += steps
             self.stats.draft_seconds += draft_s
@@ -188,7 +184,6 @@ class SelfSkipProposer:
             },
             looked_up=looked_up,
             skip_set=self.skip_set,
-            mode=mode,
             scored=scored,
             draft_s=draft_s,
             draft_steps=steps,
@@ -196,6 +191,20 @@ class SelfSkipProposer:
             ended=time.perf_counter(),
         )
         return drafts
+
+    def _choose_mode(
+        self, num_reqs: int, rows: list[int], self_skip_rows: list[int], drafts: list[list[int]]
+    ) -> Mode:
+        """The drafters this step runs: the guard's choice, if it is on."""
+        if not rows:
+            return Mode.PLAIN  # nobody can draft: a plain step, whatever the guard says
+        if self._guard is None:
+            return Mode.SELF_SKIP
+        lookup_lengths = [len(drafts[i]) for i in rows if drafts[i]]
+        mode = self._guard.choose(num_reqs, lookup_lengths, len(self_skip_rows))
+        if self_skip_rows and not mode.self_skips:
+            self.stats.guard_skipped_steps += 1
+        return mode
 
     def _observe(self, req_ids: list[str], sampled: list[list[int]], started: float) -> None:
         """Feed the previous round's outcome to the stats, guard and search."""
@@ -215,15 +224,8 @@ class SelfSkipProposer:
             self.stats.lookup_drafts += looked_up.requests
             self.stats.lookup_draft_tokens += looked_up.drafted
             self.stats.lookup_accepted_tokens += looked_up.accepted
-        # Only rounds that decoded the same requests as the round before (no
-        # prefill mixed in, nobody joined or left) and scored no candidates
-        # time a mode fairly.
-        steady = previous.req_ids == frozenset(req_ids) and all(sampled) and not previous.scored
-        if self._guard is not None and steady:
-            tokens_per_request = sum(len(tokens) for tokens in sampled) / len(sampled)
-            self._guard.observe(
-                len(req_ids), previous.mode, tokens_per_request, started - previous.started
-            )
+        if self._guard is not None:
+            self._observe_for_guard(previous, req_ids, sampled, started, verified, looked_up)
         if self._search is not None and verified is not None:
             self._search.report_acceptance(
                 previous.skip_set,
@@ -232,6 +234,29 @@ class SelfSkipProposer:
                 previous.draft_s / previous.draft_steps,
                 step_s,
                 len(req_ids),
+            )
+
+    def _observe_for_guard(
+        self,
+        previous: _Round,
+        req_ids: list[str],
+        sampled: list[list[int]],
+        started: float,
+        verified: "_Verified | None",
+        looked_up: "_Verified | None",
+    ) -> None:
+        """Each source's acceptance; and the step's cost if it decoded the
+        same requests as the round before (no prefill mixed in, nobody joined
+        or left) and scored no candidates."""
+        for source, outcome in ((Mode.SELF_SKIP, verified), (Mode.LOOKUP, looked_up)):
+            if outcome is not None:
+                self._guard.observe_drafts(
+                    source, outcome.requests, outcome.drafted, outcome.accepted
+                )
+        if previous.req_ids == frozenset(req_ids) and all(sampled) and not previous.scored:
+            draft_tokens = sum(previous.drafted.values()) + sum(previous.looked_up.values())
+            self._guard.observe(
+                Cycle(len(req_ids), draft_tokens, previous.draft_steps, started - previous.started)
             )
 
     def _search_step(self, rows: list[int], lengths: np.ndarray, token_ids: np.ndarray) -> bool:

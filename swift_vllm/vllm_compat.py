@@ -533,9 +533,9 @@ class SelfSkipWorkerExtension:
         """The proposer's view of the shared search (None with a fixed set)."""
         return self.model_runner.drafter.search_status()
 
-    def self_skip_guard(self) -> dict[int, dict] | None:
-        """Per batch-size bucket, the profitability guard's mode and measured
-        speedups (None with the guard off)."""
+    def self_skip_guard(self) -> dict[str, dict] | None:
+        """The profitability guard's choices per batch-size bucket, its fitted
+        costs and measured gains (None with the guard off)."""
         return self.model_runner.drafter.guard_status()
 
     def touch_kv_cache(self) -> int:

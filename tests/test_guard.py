@@ -1,99 +1,158 @@
+from dataclasses import dataclass
+
 import pytest
 
 from swift_vllm.guard import (
     EXPLORE_INTERVAL,
     MIN_OBSERVATIONS,
     PROBE_INTERVAL,
-    SWITCH_MARGIN,
+    Cycle,
     Mode,
     ProfitabilityGuard,
     batch_bucket,
 )
 
+LOOKUP_LEN, SELF_SKIP_LEN, SELF_SKIP_FORWARDS = 4, 2, 2
 
-def _run(guard: ProfitabilityGuard, batch_size: int, steps: int, rates: dict[Mode, float]):
-    """Feed a synthetic workload in which each mode decodes at a fixed rate
-    (tokens per request per second); return the modes the guard chose."""
-    chosen = []
-    for _ in range(steps):
-        mode = guard.choose(batch_size)
+
+@dataclass
+class Machine:
+    """Synthetic step costs (seconds) and per-draft acceptance (tokens)."""
+
+    base: float = 0.030
+    per_request: float = 0.0
+    per_draft_token: float = 0.001
+    per_forward: float = 0.010
+    per_forward_request: float = 0.0
+    lookup_accepted: int = 2
+    self_skip_accepted: int = 2
+
+
+def _run(
+    guard: ProfitabilityGuard,
+    machine: Machine,
+    batch_size: int,
+    lookup_rows: list[int],
+) -> tuple[list[Mode], float]:
+    """One step per entry of ``lookup_rows`` (how many requests have a lookup
+    draft that step); returns the modes chosen and the speedup over plain."""
+    chosen, tokens, seconds = [], 0.0, 0.0
+    for found in lookup_rows:
+        mode = guard.choose(batch_size, [LOOKUP_LEN] * found, batch_size - found)
         chosen.append(mode)
-        tokens = {Mode.PLAIN: 1.0, Mode.LOOKUP: 1.5, Mode.SELF_SKIP: 2.0}[mode]
-        guard.observe(batch_size, mode, tokens, tokens / rates[mode])
-    return chosen
+        looked_up = found if mode.looks_up else 0
+        drafted = batch_size - found if mode.self_skips else 0
+        forwards = SELF_SKIP_FORWARDS if drafted else 0
+        draft_tokens = looked_up * LOOKUP_LEN + drafted * SELF_SKIP_LEN
+        step = (
+            machine.base
+            + machine.per_request * batch_size
+            + machine.per_draft_token * draft_tokens
+            + (machine.per_forward + machine.per_forward_request * batch_size) * forwards
+        )
+        guard.observe(Cycle(batch_size, draft_tokens, forwards, step))
+        accepted = looked_up * machine.lookup_accepted + drafted * machine.self_skip_accepted
+        guard.observe_drafts(
+            Mode.LOOKUP, looked_up, looked_up * LOOKUP_LEN, looked_up * machine.lookup_accepted
+        )
+        guard.observe_drafts(
+            Mode.SELF_SKIP, drafted, drafted * SELF_SKIP_LEN, drafted * machine.self_skip_accepted
+        )
+        tokens += batch_size + accepted
+        seconds += step
+    plain = batch_size / (machine.base + machine.per_request * batch_size)
+    return chosen, tokens / seconds / plain
 
 
 def test_buckets():
     assert [batch_bucket(b) for b in (1, 2, 3, 4, 5, 16, 17)] == [1, 2, 4, 4, 8, 16, 32]
 
 
-def test_measures_every_mode_before_deciding():
+def test_measures_every_kind_of_step_before_predicting():
     guard = ProfitabilityGuard(lookup=True)
-    first = _run(guard, 1, 3 * EXPLORE_INTERVAL * MIN_OBSERVATIONS, {m: 10.0 for m in Mode})
-    assert all(first.count(m) >= MIN_OBSERVATIONS for m in Mode)
-    # Richest first; drafting that does not beat plain decoding is not chosen.
+    first, _ = _run(guard, Machine(), 1, [0, 1] * 12)
+    # Richest first, and each kind of step at least MIN_OBSERVATIONS times.
     assert first[0] is Mode.SELF_SKIP
-    assert guard.current(1) is Mode.PLAIN
-    assert guard.status()[1]["speedup"]["self-skip"] == pytest.approx(1.0)
+    assert all(first.count(m) >= MIN_OBSERVATIONS for m in Mode)
+    costs = guard.status()["batch_sizes"][1]["costs"]
+    assert costs["base"] == pytest.approx(0.030, rel=1e-6)
+    assert costs["per_draft_token"] == pytest.approx(0.001, rel=1e-6)
 
 
-def test_new_batch_size_borrows_the_nearest_decision():
-    """Batches shrink through small sizes as requests finish: there, the
-    guard runs what it decided for the nearest size while it measures."""
+def test_self_skip_where_it_pays_probing_rarely():
     guard = ProfitabilityGuard(lookup=True)
-    rates = {Mode.PLAIN: 10.0, Mode.LOOKUP: 7.0, Mode.SELF_SKIP: 4.0}
-    _run(guard, 16, 100, rates)
-    assert guard.current(16) is Mode.PLAIN
-    tail = _run(guard, 6, 3 * EXPLORE_INTERVAL, rates)
-    assert tail.count(Mode.PLAIN) >= 2 * EXPLORE_INTERVAL
+    chosen, speedup = _run(guard, Machine(), 1, [0] * 400)
+    later = chosen[50:]
+    assert later.count(Mode.SELF_SKIP) == len(later)
+    # 3 tokens in 0.052 s against 1 in 0.030 s.
+    assert speedup == pytest.approx(3 / 0.052 * 0.030, rel=0.03)
+    status = guard.status()
+    assert status["batch_sizes"][1]["predicted_speedup"]["self-skip"] == pytest.approx(
+        3 / 0.052 * 0.030
+    )
+    assert status["drafts"]["self-skip"]["accepted_per_draft"] == pytest.approx(2.0)
 
 
-def test_keeps_self_skip_when_it_pays_and_probes_rarely():
+def test_plain_at_large_batch_self_skip_at_batch_one():
+    """Verification and drafting grow with the batch: at 32 they no longer pay."""
+    machine = Machine(per_request=0.004, per_draft_token=0.004, per_forward_request=0.003)
+    guard = ProfitabilityGuard(lookup=False)
+    chosen, speedup = _run(guard, machine, 32, [0] * 320)
+    later = chosen[40:]
+    assert later.count(Mode.PLAIN) >= len(later) * (1 - 1.5 / PROBE_INTERVAL)
+    assert Mode.SELF_SKIP in later  # still probed, rarely: a probe costs 3 steps here
+    assert speedup > 0.97
+    chosen, _ = _run(guard, machine, 1, [0] * 100)
+    assert chosen[-50:].count(Mode.SELF_SKIP) == 50
+
+
+def test_each_source_judged_on_the_steps_that_use_it():
+    """Text that alternates between stretches that repeat the context (lookup
+    drafts, well accepted) and stretches that do not, where self-skip drafts
+    lose. Whole-mode rates would credit self-skip with lookup's stretches;
+    the guard runs lookup where it finds drafts and nothing elsewhere."""
+    machine = Machine(per_forward=0.025, self_skip_accepted=1)
     guard = ProfitabilityGuard(lookup=True)
-    rates = {Mode.PLAIN: 10.0, Mode.LOOKUP: 12.0, Mode.SELF_SKIP: 16.0}
-    chosen = _run(guard, 1, 320, rates)
-    assert guard.current(1) is Mode.SELF_SKIP
-    assert guard.speedup(1) == pytest.approx(1.6)
-    later = chosen[3 * MIN_OBSERVATIONS :]
-    assert later.count(Mode.SELF_SKIP) >= len(later) * (1 - 1.5 / PROBE_INTERVAL)
-    assert {Mode.PLAIN, Mode.LOOKUP} <= set(later)  # both still probed
+    stretches = ([1] * 20 + [0] * 20) * 20
+    chosen, speedup = _run(guard, machine, 1, stretches)
+    later = list(zip(stretches, chosen, strict=True))[80:]
+    novel = [mode for found, mode in later if not found]
+    repeated = [mode for found, mode in later if found]
+    assert novel.count(Mode.PLAIN) >= len(novel) * (1 - 1.5 / PROBE_INTERVAL)
+    assert repeated.count(Mode.LOOKUP) == len(repeated)
+    # The best possible: lookup on half the steps (3 tokens in 0.034 s), plain elsewhere.
+    best = (3 + 1) / (0.034 + 0.030) * 0.030
+    assert speedup > 0.97 * best
 
 
-def test_falls_back_to_plain_at_large_batch_only():
+def test_lookup_drafts_dropped_when_verifying_them_costs_too_much():
+    machine = Machine(per_request=0.002, per_draft_token=0.008, lookup_accepted=1)
     guard = ProfitabilityGuard(lookup=True)
-    _run(guard, 32, 200, {Mode.PLAIN: 10.0, Mode.LOOKUP: 7.0, Mode.SELF_SKIP: 4.0})
-    assert guard.current(32) is Mode.PLAIN
-    assert guard.status()[32]["mode"] == "plain"
-    # Batch size 1 has its own measurements: where drafting pays, it drafts.
-    _run(guard, 1, 200, {Mode.PLAIN: 10.0, Mode.LOOKUP: 12.0, Mode.SELF_SKIP: 14.0})
-    assert guard.current(1) is Mode.SELF_SKIP
-    assert guard.current(32) is Mode.PLAIN
-
-
-def test_lookup_alone_when_self_skip_drafts_do_not_pay():
-    """Self-skip is judged against lookup alone, so lookup's gains cannot
-    keep a losing skip set drafting."""
-    guard = ProfitabilityGuard(lookup=True)
-    _run(guard, 4, 200, {Mode.PLAIN: 10.0, Mode.LOOKUP: 13.0, Mode.SELF_SKIP: 11.0})
-    assert guard.current(4) is Mode.LOOKUP
+    chosen, _ = _run(guard, machine, 8, [8] * 200)
+    assert chosen[-100:].count(Mode.PLAIN) >= 100 * (1 - 1.5 / PROBE_INTERVAL)
 
 
 def test_without_lookup_only_plain_and_self_skip():
     guard = ProfitabilityGuard(lookup=False)
-    chosen = _run(guard, 8, 200, {Mode.PLAIN: 10.0, Mode.SELF_SKIP: 8.0})
+    chosen, _ = _run(guard, Machine(self_skip_accepted=0), 8, [0] * 200)
     assert Mode.LOOKUP not in chosen
-    assert guard.current(8) is Mode.PLAIN
+    assert chosen[-100:].count(Mode.PLAIN) >= 100 * (1 - 1.5 / PROBE_INTERVAL)
 
 
-def test_hysteresis_and_recovery():
+def test_new_batch_size_predicts_with_the_nearest_measured_costs():
+    """Batches shrink through small sizes as requests finish: there, the
+    guard predicts with the nearest measured size's costs while it measures."""
+    machine = Machine(per_draft_token=0.01, per_forward=0.05)
     guard = ProfitabilityGuard(lookup=False)
-    _run(guard, 2, 100, {Mode.PLAIN: 9.5, Mode.SELF_SKIP: 10.0})
-    assert guard.current(2) is Mode.SELF_SKIP
-    # Within the margin: no switch back.
-    _run(guard, 2, 200, {Mode.PLAIN: 10.0 * SWITCH_MARGIN * 0.99, Mode.SELF_SKIP: 10.0})
-    assert guard.current(2) is Mode.SELF_SKIP
-    _run(guard, 2, 300, {Mode.PLAIN: 10.0, Mode.SELF_SKIP: 6.0})
-    assert guard.current(2) is Mode.PLAIN
-    # Acceptance recovers: the probes notice and drafting resumes.
-    _run(guard, 2, 600, {Mode.PLAIN: 10.0, Mode.SELF_SKIP: 15.0})
-    assert guard.current(2) is Mode.SELF_SKIP
+    _run(guard, machine, 16, [0] * 100)
+    tail, _ = _run(guard, machine, 6, [0] * 3 * EXPLORE_INTERVAL)
+    assert tail.count(Mode.PLAIN) >= 2 * EXPLORE_INTERVAL
+
+
+def test_notices_when_self_skip_pays_again():
+    guard = ProfitabilityGuard(lookup=False)
+    chosen, _ = _run(guard, Machine(self_skip_accepted=0), 2, [0] * 300)
+    assert chosen[-50:].count(Mode.SELF_SKIP) <= 2
+    # The skip set improves (a search found a better one): the probes notice.
+    chosen, _ = _run(guard, Machine(self_skip_accepted=2), 2, [0] * 30 * PROBE_INTERVAL)
+    assert chosen[-50:].count(Mode.SELF_SKIP) == 50
