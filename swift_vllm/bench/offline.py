@@ -1,9 +1,5 @@
 """Offline benchmark runs: one vLLM engine per method, timed ``generate`` calls per batch size.
 
-Methods run one after another (one engine at a time), or interleaved: every
-engine alive at once and each group of prompts timed for every method in
-turn, which keeps a shared machine's slow spells out of the ratios.
-
 Every method gets the same prompts in the same groups: for batch size B the
 prompts (sorted by category, so most groups hold one category) go in groups
 of B, one ``generate`` call each, so up to B requests decode together.
@@ -15,7 +11,7 @@ import json
 import logging
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -116,9 +112,6 @@ class MethodRun:
     """Self-skip only: the proposer's own counters per (method, batch size)."""
     skip_sets: dict[int, dict[str, list[int]]] = field(default_factory=dict)
     """Self-skip only: batch size -> the skip set in use when its runs ended."""
-    guard: dict[int, dict | None] = field(default_factory=dict)
-    """Self-skip only: batch size -> the guard's status when its runs ended
-    (cumulative; None with the guard off)."""
     search: dict[str, Any] = field(default_factory=dict)
     """Self-skip with a search: its state when timing started and ended. A
     search that optimizes during the timed runs puts its cost in them."""
@@ -139,67 +132,6 @@ def engine_overrides(speculative_config: dict | None, workload: Workload) -> dic
     return overrides
 
 
-class MethodEngine:
-    """One method's warmed-up engine, timing groups of prompts."""
-
-    def __init__(self, label: str, llm, speculative_config: dict | None, workload: Workload):
-        from vllm import SamplingParams
-
-        self.label = label
-        self.llm = llm
-        self.workload = workload
-        self.self_skip = is_self_skip(speculative_config)
-        self.params = SamplingParams(
-            temperature=workload.temperature,
-            max_tokens=workload.max_tokens,
-            ignore_eos=workload.ignore_eos,
-        )
-        self.prompts = chat_prompts(llm, workload.questions)
-        self.run = MethodRun()
-        self._before: DraftStats | None = None
-        warmup = SamplingParams(temperature=workload.temperature, max_tokens=WARMUP_TOKENS)
-        llm.generate(self.prompts[: max(workload.batch_sizes)], warmup, use_tqdm=False)
-        if self.self_skip:
-            self.run.search["start"] = llm.collective_rpc("self_skip_search_status")[0]
-
-    def start_batch_size(self) -> None:
-        if self.self_skip:
-            self._before = _draft_stats(self.llm)
-
-    def time_group(self, batch_size: int, repeat: int, indices: range) -> None:
-        """One timed ``generate`` call over the prompts at ``indices``."""
-        start = time.perf_counter()
-        outputs = self.llm.generate([self.prompts[i] for i in indices], self.params, use_tqdm=False)
-        wall = time.perf_counter() - start
-        requests = tuple(
-            _request_result(self.workload.questions[i], output)
-            for i, output in zip(indices, outputs, strict=True)
-        )
-        self.run.groups.append(GroupRun(self.label, batch_size, repeat, wall, requests))
-
-    def end_batch_size(self, batch_size: int) -> None:
-        if self.self_skip:
-            self.run.proposer_stats[(self.label, batch_size)] = (
-                _draft_stats(self.llm) - self._before
-            )
-            self.run.skip_sets[batch_size] = self.llm.collective_rpc("self_skip_current")[0]
-            self.run.guard[batch_size] = self.llm.collective_rpc("self_skip_guard")[0]
-
-    def finish(self) -> MethodRun:
-        if self.self_skip:
-            self.run.search["end"] = self.llm.collective_rpc("self_skip_search_status")[0]
-        return self.run
-
-
-@contextmanager
-def method_engine(
-    label: str, model: str, speculative_config: dict | None, workload: Workload
-) -> Iterator[MethodEngine]:
-    overrides = engine_overrides(speculative_config, workload)
-    with engine(model, speculative_config, **overrides) as llm:
-        yield MethodEngine(label, llm, speculative_config, workload)
-
-
 def run_method(
     label: str,
     model: str,
@@ -208,53 +140,41 @@ def run_method(
     progress: tqdm,
 ) -> MethodRun:
     """Warm up, then time every group at every batch size, ``repeats`` times."""
-    with method_engine(label, model, speculative_config, workload) as method:
+    from vllm import SamplingParams
+
+    params = SamplingParams(
+        temperature=workload.temperature,
+        max_tokens=workload.max_tokens,
+        ignore_eos=workload.ignore_eos,
+    )
+    self_skip = is_self_skip(speculative_config)
+    run = MethodRun()
+    with engine(model, speculative_config, **engine_overrides(speculative_config, workload)) as llm:
+        prompts = chat_prompts(llm, workload.questions)
+        warmup = SamplingParams(temperature=workload.temperature, max_tokens=WARMUP_TOKENS)
+        llm.generate(prompts[: max(workload.batch_sizes)], warmup, use_tqdm=False)
+        if self_skip:
+            run.search["start"] = llm.collective_rpc("self_skip_search_status")[0]
         for batch_size in workload.batch_sizes:
             progress.set_postfix_str(f"{label} bs{batch_size}")
-            method.start_batch_size()
+            before = _draft_stats(llm) if self_skip else None
             for repeat in range(workload.repeats):
                 for indices in workload.groups(batch_size):
-                    method.time_group(batch_size, repeat, indices)
+                    start = time.perf_counter()
+                    outputs = llm.generate([prompts[i] for i in indices], params, use_tqdm=False)
+                    wall = time.perf_counter() - start
+                    requests = tuple(
+                        _request_result(workload.questions[i], output)
+                        for i, output in zip(indices, outputs, strict=True)
+                    )
+                    run.groups.append(GroupRun(label, batch_size, repeat, wall, requests))
                     progress.update(1)
-            method.end_batch_size(batch_size)
-        return method.finish()
-
-
-def run_interleaved(
-    configs: dict[str, dict | None],
-    model: str,
-    workload: Workload,
-    progress: tqdm,
-    errors: dict[str, str],
-) -> dict[str, MethodRun]:
-    """Every method's engine at once, each group timed for every method in
-    turn (the order rotating), so that a machine that slows down for a
-    while slows every method alike. Methods whose engine fails to start
-    land in ``errors``."""
-    with ExitStack() as stack:
-        methods: list[MethodEngine] = []
-        for label, config in configs.items():
-            try:
-                methods.append(stack.enter_context(method_engine(label, model, config, workload)))
-            except Exception as err:  # the other methods still run
-                logger.exception("method %s failed", label)
-                errors[label] = f"{type(err).__name__}: {err}"
-        if not methods:
-            return {}
-        turn = 0
-        for batch_size in workload.batch_sizes:
-            progress.set_postfix_str(f"bs{batch_size}")
-            for method in methods:
-                method.start_batch_size()
-            for repeat in range(workload.repeats):
-                for indices in workload.groups(batch_size):
-                    turn += 1
-                    for method in methods[turn % len(methods) :] + methods[: turn % len(methods)]:
-                        method.time_group(batch_size, repeat, indices)
-                        progress.update(1)
-            for method in methods:
-                method.end_batch_size(batch_size)
-        return {method.label: method.finish() for method in methods}
+            if before is not None:
+                run.proposer_stats[(label, batch_size)] = _draft_stats(llm) - before
+                run.skip_sets[batch_size] = llm.collective_rpc("self_skip_current")[0]
+        if self_skip:
+            run.search["end"] = llm.collective_rpc("self_skip_search_status")[0]
+    return run
 
 
 def write_answers(groups: list[GroupRun], out: Path) -> list[Path]:

@@ -2,8 +2,7 @@
 
 One engine per method (vanilla first: the speedups are relative to it), a
 warm-up, then the same prompts in groups of each batch size, ``--repeats``
-times (medians); with ``--interleave`` all engines at once, each group timed
-for every method in turn. Writes ``OUT/results.json``, per-request answer files
+times (medians). Writes ``OUT/results.json``, per-request answer files
 ``OUT/answers/<method>_bs<B>.jsonl`` (inputs of ``swift-vllm speed``) and
 PNG plots, and prints the tables.
 """
@@ -26,7 +25,6 @@ from swift_vllm.bench.offline import (
     MethodRun,
     Workload,
     engine_overrides,
-    run_interleaved,
     run_method,
     select_questions,
     write_answers,
@@ -105,12 +103,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--repeats", type=int, default=3, help="timed runs per batch size; medians (default: 3)"
     )
     parser.add_argument("--ignore-eos", action="store_true", help="always decode --max-tokens")
-    parser.add_argument(
-        "--interleave",
-        action="store_true",
-        help="start every method's engine at once and time each group of prompts for every "
-        "method in turn: fairer ratios on a noisy machine, memory for all engines at once",
-    )
     parser.add_argument("--out", type=Path, required=True, help="output folder")
 
 
@@ -173,16 +165,13 @@ def run(args: argparse.Namespace) -> int:
     runs: dict[str, MethodRun] = {}
     errors: dict[str, str] = {}
     with tqdm(total=len(labels) * workload.num_generate_calls(), unit="batch") as progress:
-        if args.interleave:
-            runs = run_interleaved(configs, model, workload, progress, errors)
-        else:
-            for label in labels:
-                try:
-                    runs[label] = run_method(label, model, configs[label], workload, progress)
-                except Exception as err:  # one broken method must not lose the others' hours
-                    logger.exception("method %s failed", label)
-                    errors[label] = f"{type(err).__name__}: {err}"
-                    progress.update(workload.num_generate_calls())
+        for label in labels:
+            try:
+                runs[label] = run_method(label, model, configs[label], workload, progress)
+            except Exception as err:  # one broken method must not lose the others' hours
+                logger.exception("method %s failed", label)
+                errors[label] = f"{type(err).__name__}: {err}"
+                progress.update(workload.num_generate_calls())
 
     groups = [group for run in runs.values() for group in run.groups]
     proposer = {key: s for run in runs.values() for key, s in run.proposer_stats.items()}
@@ -192,11 +181,9 @@ def run(args: argparse.Namespace) -> int:
         "batch_sizes": workload.batch_sizes,
         "repeats": workload.repeats,
         "ignore_eos": workload.ignore_eos,
-        "interleaved": args.interleave,
         "engine": ENGINE_DEFAULTS | engine_overrides(None, workload),
         "self_skip_sets": {label: run.skip_sets for label, run in runs.items() if run.skip_sets},
         "self_skip_search": {label: run.search for label, run in runs.items() if run.search},
-        "self_skip_guard": {label: run.guard for label, run in runs.items() if run.guard},
         "errors": errors,
     }
     write_results(args.out / "results.json", meta, rows)
