@@ -357,6 +357,7 @@ def test_bench_command_end_to_end(smollm2, tmp_path):
     results = json.loads((out / "results.json").read_text())
     assert results["command"].startswith("swift-vllm bench --model")
     assert results["errors"] == {}
+    assert set(results["self_skip_guard"]["self-skip"]) == {"1", "2"}
     assert results["methods"]["self-skip"]["method"] == "self-skip"
     rows = {(r["method"], r["batch_size"], r["category"]): r for r in results["results"]}
     assert {(m, b) for m, b, _ in rows} == {

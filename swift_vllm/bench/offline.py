@@ -112,6 +112,9 @@ class MethodRun:
     """Self-skip only: the proposer's own counters per (method, batch size)."""
     skip_sets: dict[int, dict[str, list[int]]] = field(default_factory=dict)
     """Self-skip only: batch size -> the skip set in use when its runs ended."""
+    guard: dict[int, dict | None] = field(default_factory=dict)
+    """Self-skip only: batch size -> the guard's status when its runs ended
+    (cumulative; None with the guard off)."""
     search: dict[str, Any] = field(default_factory=dict)
     """Self-skip with a search: its state when timing started and ended. A
     search that optimizes during the timed runs puts its cost in them."""
@@ -172,6 +175,7 @@ def run_method(
             if before is not None:
                 run.proposer_stats[(label, batch_size)] = _draft_stats(llm) - before
                 run.skip_sets[batch_size] = llm.collective_rpc("self_skip_current")[0]
+                run.guard[batch_size] = llm.collective_rpc("self_skip_guard")[0]
         if self_skip:
             run.search["end"] = llm.collective_rpc("self_skip_search_status")[0]
     return run

@@ -184,6 +184,7 @@ def run(args: argparse.Namespace) -> int:
         "engine": ENGINE_DEFAULTS | engine_overrides(None, workload),
         "self_skip_sets": {label: run.skip_sets for label, run in runs.items() if run.skip_sets},
         "self_skip_search": {label: run.search for label, run in runs.items() if run.search},
+        "self_skip_guard": {label: run.guard for label, run in runs.items() if run.guard},
         "errors": errors,
     }
     write_results(args.out / "results.json", meta, rows)
