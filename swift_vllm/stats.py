@@ -6,7 +6,8 @@ from typing import Self
 
 class AcceptanceCounters:
     """Figures derived from cumulative ``drafts`` / ``draft_tokens`` /
-    ``accepted_tokens`` counters, and the difference of two readings."""
+    ``accepted_tokens`` counters; the difference of two readings and the sum
+    of two engines' counts."""
 
     drafts: int
     draft_tokens: int
@@ -15,6 +16,11 @@ class AcceptanceCounters:
     def __sub__(self, other: Self) -> Self:
         return type(self)(
             **{f.name: getattr(self, f.name) - getattr(other, f.name) for f in fields(self)}
+        )
+
+    def __add__(self, other: Self) -> Self:
+        return type(self)(
+            **{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)}
         )
 
     @property

@@ -11,7 +11,7 @@ import psutil
 import pytest
 
 from swift_vllm.bench.methods import METHODS, notes, parse_labels, speculative_configs
-from swift_vllm.bench.offline import Workload, select_questions, write_answers
+from swift_vllm.bench.offline import MethodRun, Workload, select_questions, write_answers
 from swift_vllm.bench.online import (
     ServeWorkload,
     add_speedups,
@@ -283,6 +283,33 @@ def test_workload_groups_cover_every_prompt_once():
     assert workload.num_generate_calls() == 2 * (5 + 3 + 2)
 
 
+def test_rounds_rotate_the_methods_and_count_every_call():
+    workload = Workload([{}] * 4, [1, 4], 8, 0.0, repeats=2, rounds=3)
+    labels = ["vanilla", "ngram", "self-skip"]
+    orders = [workload.method_order(labels, r) for r in range(3)]
+    assert [order.index("vanilla") for order in orders] == [0, 2, 1]
+    assert workload.num_generate_calls() == 3 * 2 * (4 + 1)
+
+
+def test_rounds_merge_timings_and_sum_counters():
+    def engine_run(repeat: int, drafts: int, phase: str) -> MethodRun:
+        request = RequestResult("q", "qa", 8)
+        return MethodRun(
+            groups=[GroupRun("self-skip", 1, repeat, 1.0, (request,))],
+            proposer_stats={("self-skip", 1): DraftStats(drafts=drafts, draft_tokens=2 * drafts)},
+            skip_sets={1: {"attention": [repeat], "mlp": []}},
+            search={"start": phase, "end": phase},
+        )
+
+    merged = engine_run(0, 3, "optimizing")
+    merged.merge(engine_run(1, 5, "accelerating"))
+    assert [g.repeat for g in merged.groups] == [0, 1]
+    assert merged.proposer_stats[("self-skip", 1)].drafts == 8
+    assert merged.proposer_stats[("self-skip", 1)].draft_tokens == 16
+    assert merged.skip_sets[1]["attention"] == [1]
+    assert merged.search == {"start": "optimizing", "end": "accelerating"}
+
+
 def test_questions_by_category():
     picked = select_questions(None, 16, ["summarization", "rag"])
     assert [q["category"] for q in picked] == ["rag"] * 8 + ["summarization"] * 8
@@ -347,11 +374,12 @@ def test_server_is_local_and_its_process_group_is_stopped(tmp_path):
 
 @pytest.mark.integration
 def test_bench_command_end_to_end(smollm2, tmp_path):
-    """A tiny real run in a subprocess (its engines stay out of this process)."""
+    """A tiny real run in a subprocess (its engines stay out of this process),
+    two rounds of fresh engines."""
     out = tmp_path / "bench"
     command = [sys.executable, "-m", "swift_vllm.cli", "bench", "--model", smollm2]
     command += ["--methods", "vanilla,self-skip", "--num-prompts", "2", "--max-tokens", "8"]
-    command += ["--batch-sizes", "1,2", "--repeats", "1", "--out", str(out)]
+    command += ["--batch-sizes", "1,2", "--repeats", "1", "--rounds", "2", "--out", str(out)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
@@ -368,6 +396,7 @@ def test_bench_command_end_to_end(smollm2, tmp_path):
     assert skip["mean_draft_length"] is None or skip["mean_draft_length"] >= 1
     assert set(results["self_skip_sets"]["self-skip"]) == {"1", "2"}
     answers = out / "answers"
-    assert len(load_answers(answers / "self-skip_bs1.jsonl")) == 2
+    assert results["rounds"] == 2
+    assert len(load_answers(answers / "self-skip_bs1.jsonl")) == 4  # two prompts, two rounds
     assert (out / "speedup_by_batch_size.png").exists()
     assert "speedup" in done.stdout

@@ -37,7 +37,12 @@ class Workload:
     max_tokens: int
     temperature: float
     repeats: int
+    """Timed runs of every group per engine."""
     ignore_eos: bool = False
+    rounds: int = 1
+    """Engines per method, started one method after another in rotating
+    order, so the machine's drift between processes (10% here) is shared
+    by every method instead of landing on one."""
 
     def groups(self, batch_size: int) -> list[range]:
         """Index ranges of the prompt groups at this batch size."""
@@ -45,7 +50,13 @@ class Workload:
         return [range(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
 
     def num_generate_calls(self) -> int:
-        return self.repeats * sum(len(self.groups(b)) for b in self.batch_sizes)
+        """Timed ``generate`` calls per method, over every round."""
+        return self.rounds * self.repeats * sum(len(self.groups(b)) for b in self.batch_sizes)
+
+    def method_order(self, labels: list[str], round_index: int) -> list[str]:
+        """Round r starts with the r-th method: each takes every place in turn."""
+        shift = round_index % len(labels)
+        return labels[shift:] + labels[:shift]
 
 
 def select_questions(
@@ -119,6 +130,18 @@ class MethodRun:
     """Self-skip with a search: its state when timing started and ended. A
     search that optimizes during the timed runs puts its cost in them."""
 
+    def merge(self, later: "MethodRun") -> None:
+        """Add a later round's engine: every timing, summed counters, and the
+        later states (the search keeps its first start)."""
+        self.groups.extend(later.groups)
+        for key, stats in later.proposer_stats.items():
+            earlier = self.proposer_stats.get(key)
+            self.proposer_stats[key] = stats if earlier is None else earlier + stats
+        self.skip_sets.update(later.skip_sets)
+        self.guard.update(later.guard)
+        if later.search:
+            self.search = later.search | {"start": self.search.get("start", later.search["start"])}
+
 
 def engine_overrides(speculative_config: dict | None, workload: Workload) -> dict[str, Any]:
     """``make_llm`` overrides of a benchmark engine."""
@@ -141,8 +164,10 @@ def run_method(
     speculative_config: dict | None,
     workload: Workload,
     progress: tqdm,
+    round_index: int = 0,
 ) -> MethodRun:
-    """Warm up, then time every group at every batch size, ``repeats`` times."""
+    """Start an engine, warm up, then time every group at every batch size,
+    ``repeats`` times (numbered after the earlier rounds' repeats)."""
     from vllm import SamplingParams
 
     params = SamplingParams(
@@ -161,7 +186,9 @@ def run_method(
         for batch_size in workload.batch_sizes:
             progress.set_postfix_str(f"{label} bs{batch_size}")
             before = _draft_stats(llm) if self_skip else None
-            for repeat in range(workload.repeats):
+            for repeat in range(
+                round_index * workload.repeats, (round_index + 1) * workload.repeats
+            ):
                 for indices in workload.groups(batch_size):
                     start = time.perf_counter()
                     outputs = llm.generate([prompts[i] for i in indices], params, use_tqdm=False)

@@ -1,8 +1,9 @@
 """Offline benchmark: tokens/s, speedup and acceptance of speculative methods per batch size.
 
-One engine per method (vanilla first: the speedups are relative to it), a
-warm-up, then the same prompts in groups of each batch size, ``--repeats``
-times (medians). Writes ``OUT/results.json``, per-request answer files
+One engine per method and round (methods in rotating order, vanilla first in
+the first round: the speedups are relative to it), a warm-up, then the same
+prompts in groups of each batch size, ``--repeats`` times per engine
+(medians over every round's repeats). Writes ``OUT/results.json``, per-request answer files
 ``OUT/answers/<method>_bs<B>.jsonl`` (inputs of ``swift-vllm speed``) and
 PNG plots, and prints the tables.
 """
@@ -42,6 +43,13 @@ def int_list(text: str) -> list[int]:
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
     return values
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -100,7 +108,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "per category gives batches of one category (default: 64)",
     )
     parser.add_argument(
-        "--repeats", type=int, default=3, help="timed runs per batch size; medians (default: 3)"
+        "--repeats",
+        type=positive_int,
+        default=3,
+        help="timed runs per batch size and engine; medians (default: 3)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=positive_int,
+        default=1,
+        help="fresh engines per method, in rotating order; more than 1 spreads the "
+        "machine's drift between processes over every method (default: 1)",
     )
     parser.add_argument("--ignore-eos", action="store_true", help="always decode --max-tokens")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
@@ -148,6 +166,34 @@ def common_meta(args: argparse.Namespace, model: str, configs: dict) -> dict:
     }
 
 
+def run_rounds(
+    labels: list[str], model: str, configs: dict[str, dict | None], workload: Workload
+) -> tuple[dict[str, MethodRun], dict[str, str]]:
+    """Every method's runs over every round, and the methods that failed
+    (with the error; a failed method is not run again)."""
+    runs: dict[str, MethodRun] = {}
+    errors: dict[str, str] = {}
+    with tqdm(total=len(labels) * workload.num_generate_calls(), unit="batch") as progress:
+        for round_index in range(workload.rounds):
+            for label in workload.method_order(labels, round_index):
+                if label in errors:
+                    continue
+                try:
+                    run = run_method(label, model, configs[label], workload, progress, round_index)
+                except Exception as err:  # one broken method must not lose the others' hours
+                    logger.exception("method %s failed", label)
+                    errors[label] = f"{type(err).__name__}: {err}"
+                    runs.pop(label, None)
+                    left = workload.rounds - round_index
+                    progress.update(workload.num_generate_calls() // workload.rounds * left)
+                    continue
+                if label in runs:
+                    runs[label].merge(run)
+                else:
+                    runs[label] = run
+    return runs, errors
+
+
 def run(args: argparse.Namespace) -> int:
     configs = method_configs(args)
     labels = list(configs)
@@ -159,19 +205,11 @@ def run(args: argparse.Namespace) -> int:
         temperature=args.temperature,
         repeats=args.repeats,
         ignore_eos=args.ignore_eos,
+        rounds=args.rounds,
     )
     # vLLM's per-step INFO lines would bury the progress bar; VLLM_LOGGING_LEVEL overrides.
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
-    runs: dict[str, MethodRun] = {}
-    errors: dict[str, str] = {}
-    with tqdm(total=len(labels) * workload.num_generate_calls(), unit="batch") as progress:
-        for label in labels:
-            try:
-                runs[label] = run_method(label, model, configs[label], workload, progress)
-            except Exception as err:  # one broken method must not lose the others' hours
-                logger.exception("method %s failed", label)
-                errors[label] = f"{type(err).__name__}: {err}"
-                progress.update(workload.num_generate_calls())
+    runs, errors = run_rounds(labels, model, configs, workload)
 
     groups = [group for run in runs.values() for group in run.groups]
     proposer = {key: s for run in runs.values() for key, s in run.proposer_stats.items()}
@@ -180,6 +218,7 @@ def run(args: argparse.Namespace) -> int:
         "num_prompts": len(workload.questions),
         "batch_sizes": workload.batch_sizes,
         "repeats": workload.repeats,
+        "rounds": workload.rounds,
         "ignore_eos": workload.ignore_eos,
         "engine": ENGINE_DEFAULTS | engine_overrides(None, workload),
         "self_skip_sets": {label: run.skip_sets for label, run in runs.items() if run.skip_sets},
@@ -193,7 +232,7 @@ def run(args: argparse.Namespace) -> int:
     print("\n" + "\n".join(bench_methods.notes(labels)))
     print(
         f"\n{len(workload.questions)} prompts, {workload.max_tokens} new tokens, "
-        f"median of {workload.repeats} repeat(s)\n"
+        f"median of {workload.repeats} repeat(s) x {workload.rounds} round(s)\n"
     )
     print(overall_table(rows))
     print("\nspeedup over vanilla by category\n")
