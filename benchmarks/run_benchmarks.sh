@@ -9,7 +9,8 @@
 #   benchmarks/run_benchmarks.sh [offline|online|all]      (default: all)
 #
 # Sizes (environment): MODEL (smollm2), NUM_PROMPTS (52: 4 per category), MAX_TOKENS (128),
-# REPEATS (3), SERVE_PROMPTS (32 requests per concurrency level), OUT
+# REPEATS (1 per engine), ROUNDS (3 engines per method, rotating order),
+# SERVE_PROMPTS (32 requests per concurrency level), OUT
 # (benchmarks/results/smollm2). On 2 CPU cores the offline run takes hours, most of
 # it at batch size 1; shrink NUM_PROMPTS / REPEATS for a quicker look.
 set -euo pipefail
@@ -18,15 +19,16 @@ SWIFT=${SWIFT:-.venv/bin/swift-vllm}
 MODEL=${MODEL:-smollm2}
 NUM_PROMPTS=${NUM_PROMPTS:-52}
 MAX_TOKENS=${MAX_TOKENS:-128}
-REPEATS=${REPEATS:-3}
+REPEATS=${REPEATS:-1}
+ROUNDS=${ROUNDS:-3}
 SERVE_PROMPTS=${SERVE_PROMPTS:-32}
 OUT=${OUT:-benchmarks/results/smollm2}
 what=${1:-all}
 
 if [[ $what == offline || $what == all ]]; then
   "$SWIFT" bench --model "$MODEL" --methods vanilla,ngram,self-skip,self-skip-noguard,self-skip-nolookup \
-    --batch-sizes 1,4,16,32 --num-prompts "$NUM_PROMPTS" --max-tokens "$MAX_TOKENS" \
-    --repeats "$REPEATS" --out "$OUT/offline"
+    --batch-sizes 1,4,8,16,32 --num-prompts "$NUM_PROMPTS" --max-tokens "$MAX_TOKENS" \
+    --repeats "$REPEATS" --rounds "$ROUNDS" --out "$OUT/offline"
 fi
 if [[ $what == online || $what == all ]]; then
   "$SWIFT" bench-serve --model "$MODEL" --methods vanilla,self-skip,self-skip-noguard \

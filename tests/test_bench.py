@@ -22,7 +22,14 @@ from swift_vllm.bench.online import (
 )
 from swift_vllm.bench.plots import write_plots
 from swift_vllm.bench.records import GroupRun, RequestResult
-from swift_vllm.bench.report import ALL, category_table, format_table, overall_table, summarize
+from swift_vllm.bench.report import (
+    ALL,
+    category_table,
+    format_table,
+    overall_table,
+    source_table,
+    summarize,
+)
 from swift_vllm.bench.speed import load_answers, speed_report
 from swift_vllm.cli import build_parser
 from swift_vllm.stats import DraftStats
@@ -121,6 +128,34 @@ def test_prediction_from_proposer_stats(groups):
     # a = 0.5, g = 2, c = 0.25: (1 - 0.5^3) / (0.5 * 1.5)
     assert row["predicted_speedup"] == pytest.approx(0.875 / 0.75)
     assert "predicted_speedup" not in _row(summarize(groups), "self-skip", 1)
+
+
+def test_draft_sources_per_category():
+    """Proposer counters per call split the draft tokens by source; a mixed
+    group's counts go to its requests by output-token share."""
+    lookup_heavy = DraftStats(draft_tokens=10, accepted_tokens=8, lookup_draft_tokens=30)
+    lookup_heavy.lookup_accepted_tokens = 15
+    self_skip_only = DraftStats(draft_tokens=20, accepted_tokens=10)
+    runs = [
+        GroupRun("self-skip", 1, 0, 1.0, (_spec(1, "rag", 20, 5, 40, 23),), lookup_heavy),
+        GroupRun("self-skip", 1, 0, 1.0, (_spec(2, "qa", 20, 5, 20, 10),), self_skip_only),
+        GroupRun(
+            "self-skip",
+            2,
+            0,
+            1.0,
+            (_spec(1, "rag", 30, 4, 8, 8), _spec(2, "qa", 10, 4, 8, 0)),
+            DraftStats(draft_tokens=40, accepted_tokens=20),
+        ),
+    ]
+    rows = summarize(runs)
+    rag = _row(rows, "self-skip", 1, "rag")["draft_sources"]
+    assert rag["lookup"] == {"draft_tokens": 30, "share": 0.75, "acceptance_rate": 0.5}
+    assert rag["self-skip"]["acceptance_rate"] == pytest.approx(0.8)
+    assert _row(rows, "self-skip", 1)["draft_sources"]["lookup"]["share"] == 0.5
+    assert _row(rows, "self-skip", 2, "qa")["draft_sources"]["self-skip"]["draft_tokens"] == 10
+    table = source_table(rows)
+    assert "75% (0.50/0.80)" in table and "0% (-/0.50)" in table
 
 
 def test_speedup_missing_without_vanilla(groups):
@@ -394,6 +429,7 @@ def test_bench_command_end_to_end(smollm2, tmp_path):
     skip = rows[("self-skip", 1, ALL)]
     assert skip["output_tokens"] > 0 and skip["speedup"] > 0
     assert skip["mean_draft_length"] is None or skip["mean_draft_length"] >= 1
+    assert set(skip["draft_sources"]) == {"lookup", "self-skip"}
     assert set(results["self_skip_sets"]["self-skip"]) == {"1", "2"}
     answers = out / "answers"
     assert results["rounds"] == 2

@@ -7,6 +7,7 @@ Prefix caching is off so every repeat does the same prefill work.
 """
 
 import gc
+import itertools
 import json
 import logging
 import time
@@ -183,24 +184,26 @@ def run_method(
         llm.generate(prompts[: max(workload.batch_sizes)], warmup, use_tqdm=False)
         if self_skip:
             run.search["start"] = llm.collective_rpc("self_skip_search_status")[0]
+        repeats = range(round_index * workload.repeats, (round_index + 1) * workload.repeats)
         for batch_size in workload.batch_sizes:
             progress.set_postfix_str(f"{label} bs{batch_size}")
-            before = _draft_stats(llm) if self_skip else None
-            for repeat in range(
-                round_index * workload.repeats, (round_index + 1) * workload.repeats
-            ):
-                for indices in workload.groups(batch_size):
-                    start = time.perf_counter()
-                    outputs = llm.generate([prompts[i] for i in indices], params, use_tqdm=False)
-                    wall = time.perf_counter() - start
-                    requests = tuple(
-                        _request_result(workload.questions[i], output)
-                        for i, output in zip(indices, outputs, strict=True)
-                    )
-                    run.groups.append(GroupRun(label, batch_size, repeat, wall, requests))
-                    progress.update(1)
+            before = last = _draft_stats(llm) if self_skip else None
+            for repeat, indices in itertools.product(repeats, workload.groups(batch_size)):
+                start = time.perf_counter()
+                outputs = llm.generate([prompts[i] for i in indices], params, use_tqdm=False)
+                wall = time.perf_counter() - start
+                requests = tuple(
+                    _request_result(workload.questions[i], output)
+                    for i, output in zip(indices, outputs, strict=True)
+                )
+                proposer = None
+                if last is not None:
+                    now = _draft_stats(llm)
+                    proposer, last = now - last, now
+                run.groups.append(GroupRun(label, batch_size, repeat, wall, requests, proposer))
+                progress.update(1)
             if before is not None:
-                run.proposer_stats[(label, batch_size)] = _draft_stats(llm) - before
+                run.proposer_stats[(label, batch_size)] = last - before
                 run.skip_sets[batch_size] = llm.collective_rpc("self_skip_current")[0]
                 run.guard[batch_size] = llm.collective_rpc("self_skip_guard")[0]
         if self_skip:

@@ -3,6 +3,8 @@ tests work on plain data."""
 
 from dataclasses import asdict, dataclass
 
+from swift_vllm.stats import DraftStats
+
 
 @dataclass(frozen=True)
 class RequestResult:
@@ -26,6 +28,9 @@ class GroupRun:
     repeat: int
     wall_time: float
     requests: tuple[RequestResult, ...]
+    proposer: DraftStats | None = None
+    """Self-skip only: the proposer's counters for this call (they tell the
+    prompt-lookup drafts from the self-skip ones, which vLLM's do not)."""
 
     def answer_lines(self) -> list[dict]:
         """Per-request answer records; every request carries its group's wall time."""

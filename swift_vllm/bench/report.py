@@ -14,6 +14,8 @@ from pathlib import Path
 from statistics import median
 from typing import Any
 
+import numpy as np
+
 from swift_vllm.bench.methods import BASELINE
 from swift_vllm.bench.records import GroupRun
 from swift_vllm.stats import DraftStats
@@ -36,6 +38,7 @@ def summarize(
     # (method, batch, category) -> repeat -> [tokens, attributed seconds]
     timing: dict[tuple, dict[int, list[float]]] = defaultdict(lambda: defaultdict(lambda: [0, 0.0]))
     counts: dict[tuple, list[int | None]] = {}  # -> [requests, drafts, draft tok, accepted]
+    sources: dict[tuple, np.ndarray] = defaultdict(lambda: np.zeros(2 * len(_SOURCE_COUNTERS)))
     for group in groups:
         group_tokens = sum(r.output_tokens for r in group.requests)
         for request in group.requests:
@@ -47,6 +50,8 @@ def summarize(
                 cell = timing[key][group.repeat]
                 cell[0] += request.output_tokens
                 cell[1] += group.wall_time * share
+                if group.proposer is not None:
+                    sources[key] += share * _source_counts(group.proposer)
                 total = counts.setdefault(key, [0, None, None, None])
                 total[0] += 1
                 for index, value in enumerate(
@@ -71,6 +76,8 @@ def summarize(
             row["acceptance_rate"] = _ratio(accepted, draft_tokens)
             row["mean_accepted_length"] = 1.0 + accepted / drafts if drafts else 1.0
             row["mean_draft_length"] = _ratio(draft_tokens, drafts)
+        if key in sources:
+            row["draft_sources"] = _draft_sources(sources[key])
         rows.append(row)
     baseline = {
         (r["batch_size"], r["category"]): r["output_tokens_per_s"]
@@ -88,6 +95,32 @@ def summarize(
         key=lambda r: (order[r["method"]], r["batch_size"], r["category"] != ALL, r["category"])
     )
     return rows
+
+
+# Per draft source, the proposer's counters of draft tokens verified and accepted.
+_SOURCE_COUNTERS = {
+    "self-skip": ("draft_tokens", "accepted_tokens"),
+    "lookup": ("lookup_draft_tokens", "lookup_accepted_tokens"),
+}
+
+
+def _source_counts(stats: DraftStats) -> np.ndarray:
+    return np.array([getattr(stats, name) for pair in _SOURCE_COUNTERS.values() for name in pair])
+
+
+def _draft_sources(counts: np.ndarray) -> dict[str, dict[str, float | None]]:
+    """Per source: draft tokens verified (a group's counts split between its
+    requests by output tokens), their share of all draft tokens, acceptance."""
+    pairs = dict(zip(_SOURCE_COUNTERS, counts.reshape(-1, 2).tolist(), strict=True))
+    total = sum(tokens for tokens, _ in pairs.values())
+    return {
+        source: {
+            "draft_tokens": tokens,
+            "share": _ratio(tokens, total),
+            "acceptance_rate": _ratio(accepted, tokens),
+        }
+        for source, (tokens, accepted) in pairs.items()
+    }
 
 
 def _prediction(stats: DraftStats) -> dict[str, Any]:
@@ -152,4 +185,27 @@ def category_table(rows: list[dict[str, Any]]) -> str:
     speedup = {(r["method"], r["batch_size"], r["category"]): r["speedup"] for r in rows}
     headers = ["category", *(f"{m} bs{b}" for m, b in columns)]
     body = [[c, *(speedup.get((m, b, c)) for m, b in columns)] for c in categories]
+    return format_table(headers, body)
+
+
+def source_table(rows: list[dict[str, Any]]) -> str:
+    """Share of draft tokens from prompt lookup, and each source's acceptance,
+    per category (rows) and self-skip method at each batch size (columns)."""
+    cells = {
+        (r["method"], r["batch_size"], r["category"]): r["draft_sources"]
+        for r in rows
+        if "draft_sources" in r
+    }
+    columns = list(dict.fromkeys((m, b) for m, b, _ in cells))
+    categories = sorted({c for _, _, c in cells}, key=lambda c: (c != ALL, c))
+
+    def cell(sources: dict | None) -> str | None:
+        if sources is None or sources["lookup"]["share"] is None:
+            return None
+        acceptance = [sources[s]["acceptance_rate"] for s in ("lookup", "self-skip")]
+        shown = ["-" if a is None else f"{a:.2f}" for a in acceptance]
+        return f"{sources['lookup']['share']:.0%} ({shown[0]}/{shown[1]})"
+
+    headers = ["category", *(f"{m} bs{b}" for m, b in columns)]
+    body = [[c, *(cell(cells.get((m, b, c))) for m, b in columns)] for c in categories]
     return format_table(headers, body)

@@ -31,7 +31,13 @@ from swift_vllm.bench.offline import (
     write_answers,
 )
 from swift_vllm.bench.plots import write_plots
-from swift_vllm.bench.report import category_table, overall_table, summarize, write_results
+from swift_vllm.bench.report import (
+    category_table,
+    overall_table,
+    source_table,
+    summarize,
+    write_results,
+)
 from swift_vllm.engine import DEV_PROMPTS, ENGINE_DEFAULTS
 from swift_vllm.models import KNOWN_MODELS, fetch_model
 
@@ -237,6 +243,9 @@ def run(args: argparse.Namespace) -> int:
     print(overall_table(rows))
     print("\nspeedup over vanilla by category\n")
     print(category_table(rows))
+    if any("draft_sources" in row for row in rows):
+        print("\ndraft tokens from prompt lookup (acceptance: lookup/self-skip) by category\n")
+        print(source_table(rows))
     print(
         f"\nwrote {args.out / 'results.json'}, {args.out / 'answers'}/, "
         + ", ".join(p.name for p in plots)
