@@ -1,7 +1,9 @@
 """What the proposer measures about its own drafts, as vLLM sees them verified."""
 
+import operator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
-from typing import Self
+from typing import Any, Self
 
 
 class AcceptanceCounters:
@@ -14,13 +16,14 @@ class AcceptanceCounters:
     accepted_tokens: int
 
     def __sub__(self, other: Self) -> Self:
-        return type(self)(
-            **{f.name: getattr(self, f.name) - getattr(other, f.name) for f in fields(self)}
-        )
+        return self._fieldwise(operator.sub, other)
 
     def __add__(self, other: Self) -> Self:
+        return self._fieldwise(operator.add, other)
+
+    def _fieldwise(self, op: Callable[[Any, Any], Any], other: Self) -> Self:
         return type(self)(
-            **{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)}
+            **{f.name: op(getattr(self, f.name), getattr(other, f.name)) for f in fields(self)}
         )
 
     @property
