@@ -329,9 +329,9 @@ def test_rounds_rotate_the_methods_and_count_every_call():
 def test_rounds_merge_timings_and_sum_counters():
     def engine_run(repeat: int, drafts: int, phase: str) -> MethodRun:
         request = RequestResult("q", "qa", 8)
+        stats = DraftStats(drafts=drafts, draft_tokens=2 * drafts)
         return MethodRun(
-            groups=[GroupRun("self-skip", 1, repeat, 1.0, (request,))],
-            proposer_stats={("self-skip", 1): DraftStats(drafts=drafts, draft_tokens=2 * drafts)},
+            groups=[GroupRun("self-skip", 1, repeat, 1.0, (request,), stats)],
             skip_sets={1: {"attention": [repeat], "mlp": []}},
             search={"start": phase, "end": phase},
         )

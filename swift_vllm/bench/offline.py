@@ -120,8 +120,6 @@ class MethodRun:
     """Everything timed for one method."""
 
     groups: list[GroupRun] = field(default_factory=list)
-    proposer_stats: dict[tuple[str, int], DraftStats] = field(default_factory=dict)
-    """Self-skip only: the proposer's own counters per (method, batch size)."""
     skip_sets: dict[int, dict[str, list[int]]] = field(default_factory=dict)
     """Self-skip only: batch size -> the skip set in use when its runs ended."""
     guard: dict[int, dict | None] = field(default_factory=dict)
@@ -131,13 +129,21 @@ class MethodRun:
     """Self-skip with a search: its state when timing started and ended. A
     search that optimizes during the timed runs puts its cost in them."""
 
+    @property
+    def proposer_stats(self) -> dict[tuple[str, int], DraftStats]:
+        """Self-skip only: the proposer's own counters per (method, batch
+        size), summed over the timed calls."""
+        totals: dict[tuple[str, int], DraftStats] = {}
+        for group in self.groups:
+            if group.proposer is not None:
+                key = (group.method, group.batch_size)
+                totals[key] = totals[key] + group.proposer if key in totals else group.proposer
+        return totals
+
     def merge(self, later: "MethodRun") -> None:
-        """Add a later round's engine: every timing, summed counters, and the
-        later states (the search keeps its first start)."""
+        """Add a later round's engine: every timing, and the later states
+        (the search keeps its first start)."""
         self.groups.extend(later.groups)
-        for key, stats in later.proposer_stats.items():
-            earlier = self.proposer_stats.get(key)
-            self.proposer_stats[key] = stats if earlier is None else earlier + stats
         self.skip_sets.update(later.skip_sets)
         self.guard.update(later.guard)
         if later.search:
@@ -187,7 +193,7 @@ def run_method(
         repeats = range(round_index * workload.repeats, (round_index + 1) * workload.repeats)
         for batch_size in workload.batch_sizes:
             progress.set_postfix_str(f"{label} bs{batch_size}")
-            before = last = _draft_stats(llm) if self_skip else None
+            last = _draft_stats(llm) if self_skip else None
             for repeat, indices in itertools.product(repeats, workload.groups(batch_size)):
                 start = time.perf_counter()
                 outputs = llm.generate([prompts[i] for i in indices], params, use_tqdm=False)
@@ -202,8 +208,7 @@ def run_method(
                     proposer, last = now - last, now
                 run.groups.append(GroupRun(label, batch_size, repeat, wall, requests, proposer))
                 progress.update(1)
-            if before is not None:
-                run.proposer_stats[(label, batch_size)] = last - before
+            if self_skip:
                 run.skip_sets[batch_size] = llm.collective_rpc("self_skip_current")[0]
                 run.guard[batch_size] = llm.collective_rpc("self_skip_guard")[0]
         if self_skip:
