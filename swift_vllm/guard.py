@@ -29,9 +29,13 @@ learned apart because they vary apart:
 Comparing measured rates of whole modes instead mixes the two: a mode's rate
 would hinge on how repetitive the text was while it ran.
 
-Until a bucket has seen every kind of step ``MIN_OBSERVATIONS`` times, one
-step in ``EXPLORE_INTERVAL`` runs a kind it lacks and the others predict with
-the nearest measured bucket's costs. After that, now and then a step that
+Until a bucket has seen every kind of step ``MIN_OBSERVATIONS`` times, the
+steps predict with the nearest measured bucket's costs, and one step in
+``EXPLORE_INTERVAL`` runs a kind it lacks, unless those costs predict that
+kind far below the best (a new bucket is usually a batch grown or shrunk a
+little, where speculation that lost badly still loses: measuring it there
+would cost a few slow steps for every batch size a server passes through).
+After that, now and then a step that
 would not run the richest mode does (a probe), so costs and acceptance stay
 current and the guard notices when speculation pays again; probes are
 spaced so that they cost at most ``PROBE_COST`` of the time.
@@ -56,8 +60,10 @@ PROBE_COST = 0.01
 # Steps of each kind (no drafts, lookup drafts only, self-skip drafts) a
 # bucket measures before its own costs are used.
 MIN_OBSERVATIONS = 3
-# Until then, one step in this many runs a kind that still lacks them.
+# Until then, one step in this many runs a kind that still lacks them, if
+# the nearest measured bucket predicts it at least EXPLORE_WORTH of the best.
 EXPLORE_INTERVAL = 3
+EXPLORE_WORTH = 0.8
 # Each bucket logs its steps per mode and latest predictions this often.
 LOG_INTERVAL = 1000
 # Weight of a new draft in the running acceptance means (once there are more
@@ -214,12 +220,14 @@ class ProfitabilityGuard:
     ) -> Mode:
         lacking = self._lacking(bucket, possible)
         costs = bucket if not lacking else self._nearest_measured(batch_size, possible)
-        if lacking and (costs is None or bucket.steps % EXPLORE_INTERVAL == 0):
-            # Least seen first (richest on ties).
-            return min(reversed(lacking), key=lambda m: bucket.seen.get(m, 0))
+        if costs is None:
+            return self._least_seen(bucket, lacking)
         expected = self._predict(costs, batch_size, possible, lookup_lengths, self_skip_rows)
         rates = {mode: tokens / seconds for mode, (tokens, seconds) in expected.items()}
         bucket.predicted = {mode: rate / rates[Mode.PLAIN] for mode, rate in rates.items()}
+        worth = [m for m in lacking if rates[m] >= EXPLORE_WORTH * max(rates.values())]
+        if worth and bucket.steps % EXPLORE_INTERVAL == 0:
+            return self._least_seen(bucket, worth)
         best = Mode.PLAIN
         for mode in possible:  # cheapest first
             if rates[mode] > MIN_GAIN * rates[best]:
@@ -235,6 +243,11 @@ class ProfitabilityGuard:
             return best
         bucket.since_probe = 0
         return richest
+
+    @staticmethod
+    def _least_seen(bucket: _Bucket, kinds: list[Mode]) -> Mode:
+        """The kind of step ``bucket`` has seen least (richest on ties)."""
+        return min(reversed(kinds), key=lambda m: bucket.seen.get(m, 0))
 
     def _predict(
         self,

@@ -4,6 +4,7 @@ import pytest
 
 from swift_vllm.guard import (
     EXPLORE_INTERVAL,
+    EXPLORE_WORTH,
     MIN_OBSERVATIONS,
     PROBE_INTERVAL,
     Cycle,
@@ -156,3 +157,14 @@ def test_notices_when_self_skip_pays_again():
     # The skip set improves (a search found a better one): the probes notice.
     chosen, _ = _run(guard, Machine(self_skip_accepted=2), 2, [0] * 30 * PROBE_INTERVAL)
     assert chosen[-50:].count(Mode.SELF_SKIP) == 50
+
+
+def test_new_batch_size_does_not_measure_what_loses_badly_nearby():
+    """Self-skip lost badly at 16: a batch of 32 predicts it with those costs
+    and does not spend steps measuring it."""
+    machine = Machine(per_request=0.004, per_draft_token=0.004, per_forward_request=0.006)
+    guard = ProfitabilityGuard(lookup=False)
+    _run(guard, machine, 16, [0] * 100)
+    assert guard.status()["batch_sizes"][16]["predicted_speedup"]["self-skip"] < EXPLORE_WORTH
+    chosen, _ = _run(guard, machine, 32, [0] * 10 * EXPLORE_INTERVAL)
+    assert Mode.SELF_SKIP not in chosen
