@@ -73,7 +73,9 @@ class Candidate(NamedTuple):
     origin: str
     """``incumbent`` (the best so far, re-scored as the baseline), ``random``,
     ``bayes``, ``additive`` (the additive model's cheapest set, or a
-    neighbour of it once scored); with an adaptive ratio also ``neighbour``
+    neighbour of it once scored), ``contender`` (a set scored on too few
+    windows whose mean beats the incumbent, scored again); with an adaptive
+    ratio also ``neighbour``
     (the incumbent resized to a neighbouring size) and ``recheck`` (a
     neighbouring size's best, scored again)."""
 
@@ -197,7 +199,11 @@ class Searcher:
         if self.phase.phase is not Phase.OPTIMIZING:
             return []
         started = time.perf_counter()
-        candidates = [Candidate(self.incumbent(), "incumbent")]
+        incumbent = self.incumbent()
+        candidates = [Candidate(incumbent, "incumbent")]
+        contender = self._contender(incumbent)
+        if contender is not None:
+            candidates.append(Candidate(contender, "contender"))
         # Adaptive ratio: a neighbouring size's best, scored on too few
         # windows to compare sizes fairly, is scored again.
         for size in self._neighbours():
@@ -342,6 +348,26 @@ class Searcher:
         discount lucky newcomers would keep displacing a well-measured set
         (and make the most-sampled ratio look best)."""
         return self.score(skip_set) - self._window_noise / math.sqrt(len(self._scores[skip_set]))
+
+    def _contender(self, incumbent: SkipSet) -> SkipSet | None:
+        """The best-scoring set of the incumbent's size that is scored on
+        too few windows to be ranked fairly yet, if its mean beats the
+        incumbent's: a set scored on one window must beat the incumbent by
+        a standard error to take over, so without a second look a good
+        newcomer that was not also lucky would never be taken."""
+        unsettled = [
+            s
+            for s in self._scores
+            if s.size == incumbent.size
+            and s != incumbent
+            and len(self._scores[s]) < MIN_WINDOWS_TO_STOP
+        ]
+        best = max(unsettled, key=self.score, default=None)
+        if best is None or incumbent not in self._scores:
+            return None
+        if _rounded(self.score(best)) <= _rounded(self.score(incumbent)):
+            return None
+        return best
 
     def _rank(self, skip_set: SkipSet) -> tuple[float, int]:
         """Best estimate first; on a tie (matchness comes in steps of
