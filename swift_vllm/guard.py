@@ -29,14 +29,15 @@ learned apart because they vary apart:
 Comparing measured rates of whole modes instead mixes the two: a mode's rate
 would hinge on how repetitive the text was while it ran.
 
-Until a bucket has seen every kind of step ``MIN_OBSERVATIONS`` times, the
-steps predict with the nearest measured bucket's costs, and one step in
-``EXPLORE_INTERVAL`` runs a kind it lacks, unless those costs predict that
-kind far below the best (a new bucket is usually a batch grown or shrunk a
-little, where speculation that lost badly still loses: measuring it there
-would cost a few slow steps for every batch size a server passes through).
-After that, now and then a step that
-would not run the richest mode does (a probe), so costs and acceptance stay
+A bucket predicts with its own costs the kinds of step it has seen
+``MIN_OBSERVATIONS`` times (with the cheaper kinds), and the others with the
+nearest bucket that has seen every kind (scaled to its own plain steps).
+Until it has seen every kind, one step in ``EXPLORE_INTERVAL`` runs a kind
+it lacks, unless that kind is predicted far below the best (a new bucket is
+usually a batch grown or shrunk a little, where speculation that lost badly
+still loses: measuring it there would cost a few slow steps for every batch
+size a server passes through). After that, now and then a step that would
+not run the richest mode does (a probe), so costs and acceptance stay
 current and the guard notices when speculation pays again; probes are
 spaced so that they cost at most ``PROBE_COST`` of the time.
 """
@@ -219,10 +220,9 @@ class ProfitabilityGuard:
         self_skip_rows: int,
     ) -> Mode:
         lacking = self._lacking(bucket, possible)
-        costs = bucket if not lacking else self._nearest_measured(batch_size, possible)
-        if costs is None:
+        expected = self._expected(bucket, batch_size, possible, lookup_lengths, self_skip_rows)
+        if expected is None:
             return self._least_seen(bucket, lacking)
-        expected = self._predict(costs, batch_size, possible, lookup_lengths, self_skip_rows)
         rates = {mode: tokens / seconds for mode, (tokens, seconds) in expected.items()}
         bucket.predicted = {mode: rate / rates[Mode.PLAIN] for mode, rate in rates.items()}
         worth = [m for m in lacking if rates[m] >= EXPLORE_WORTH * max(rates.values())]
@@ -249,15 +249,41 @@ class ProfitabilityGuard:
         """The kind of step ``bucket`` has seen least (richest on ties)."""
         return min(reversed(kinds), key=lambda m: bucket.seen.get(m, 0))
 
-    def _predict(
+    def _expected(
         self,
-        costs: _Bucket,
+        bucket: _Bucket,
         batch_size: int,
         possible: list[Mode],
         lookup_lengths: list[int],
         self_skip_rows: int,
+    ) -> dict[Mode, tuple[float, float]] | None:
+        """Expected tokens and seconds of a step in each possible mode: with
+        the bucket's own costs for each mode it has measured (with the
+        cheaper ones), else with the nearest measured bucket's, scaled by
+        the ratio of the two buckets' plain steps. None while no bucket has
+        measured them all."""
+        own = [m for m in possible if not self._lacking(bucket, possible[: possible.index(m) + 1])]
+        args = (batch_size, lookup_lengths, self_skip_rows)
+        expected = self._predict(bucket, own, *args) if own else {}
+        missing = [m for m in possible if m not in own]
+        if not missing:
+            return expected
+        nearest = self._nearest_measured(batch_size, possible)
+        if nearest is None:
+            return None
+        theirs = self._predict(nearest, possible, *args)
+        scale = expected[Mode.PLAIN][1] / theirs[Mode.PLAIN][1] if own else 1.0
+        return expected | {m: (theirs[m][0], theirs[m][1] * scale) for m in missing}
+
+    def _predict(
+        self,
+        costs: _Bucket,
+        modes: list[Mode],
+        batch_size: int,
+        lookup_lengths: list[int],
+        self_skip_rows: int,
     ) -> dict[Mode, tuple[float, float]]:
-        """Expected tokens and seconds of a step in each possible mode, with
+        """Expected tokens and seconds of a step in each of ``modes``, with
         ``costs``' fit."""
         lookup, self_skip = self._gains[Mode.LOOKUP], self._gains[Mode.SELF_SKIP]
         looked_up = sum(lookup_lengths)
@@ -278,7 +304,7 @@ class ProfitabilityGuard:
         return {
             mode: (tokens, max(costs.costs.seconds(cycle), 1e-6))
             for mode, (tokens, cycle) in expected.items()
-            if mode in possible
+            if mode in modes
         }
 
     def observe(self, cycle: Cycle) -> None:

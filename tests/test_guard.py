@@ -23,6 +23,7 @@ class Machine:
     base: float = 0.030
     per_request: float = 0.0
     per_draft_token: float = 0.001
+    per_draft_token_request: float = 0.0  # verifying grows compute bound with the batch
     per_forward: float = 0.010
     per_forward_request: float = 0.0
     lookup_accepted: int = 2
@@ -48,7 +49,8 @@ def _run(
         step = (
             machine.base
             + machine.per_request * batch_size
-            + machine.per_draft_token * draft_tokens
+            + (machine.per_draft_token + machine.per_draft_token_request * batch_size)
+            * draft_tokens
             + (machine.per_forward + machine.per_forward_request * batch_size) * forwards
         )
         guard.observe(Cycle(batch_size, draft_tokens, forwards, step))
@@ -168,3 +170,25 @@ def test_new_batch_size_does_not_measure_what_loses_badly_nearby():
     assert guard.status()["batch_sizes"][16]["predicted_speedup"]["self-skip"] < EXPLORE_WORTH
     chosen, _ = _run(guard, machine, 32, [0] * 10 * EXPLORE_INTERVAL)
     assert Mode.SELF_SKIP not in chosen
+
+
+def test_new_batch_size_uses_its_own_costs_for_what_it_measured():
+    """A draft token costs twice as much to verify at 32 as at 16: lookup
+    pays at 16 and not at 32. The bucket of 32 measures its own plain and
+    lookup steps and stops taking lookup drafts, while self-skip, never worth
+    measuring there, is still predicted from 16's costs."""
+    machine = Machine(
+        per_request=0.001,
+        per_draft_token=0.0,
+        per_draft_token_request=0.000018,
+        per_forward=0.05,
+        lookup_accepted=1,
+        self_skip_accepted=0,
+    )
+    guard = ProfitabilityGuard(lookup=True)
+    chosen, _ = _run(guard, machine, 16, [12] * 100)
+    assert chosen[-50:].count(Mode.LOOKUP) >= 45
+    chosen, _ = _run(guard, machine, 32, [24] * 100)
+    assert Mode.SELF_SKIP not in chosen
+    assert chosen[-50:].count(Mode.PLAIN) == 50
+    assert guard.status()["batch_sizes"][32]["predicted_speedup"]["lookup"] < 1.0
