@@ -355,6 +355,8 @@ class Searcher:
         incumbent's: a set scored on one window must beat the incumbent by
         a standard error to take over, so without a second look a good
         newcomer that was not also lucky would never be taken."""
+        if incumbent not in self._scores:
+            return None
         unsettled = [
             s
             for s in self._scores
@@ -363,9 +365,7 @@ class Searcher:
             and len(self._scores[s]) < MIN_WINDOWS_TO_STOP
         ]
         best = max(unsettled, key=self.score, default=None)
-        if best is None or incumbent not in self._scores:
-            return None
-        if _rounded(self.score(best)) <= _rounded(self.score(incumbent)):
+        if best is None or _rounded(self.score(best)) <= _rounded(self.score(incumbent)):
             return None
         return best
 
