@@ -29,17 +29,18 @@ learned apart because they vary apart:
 Comparing measured rates of whole modes instead mixes the two: a mode's rate
 would hinge on how repetitive the text was while it ran.
 
-A bucket predicts with its own costs the kinds of step it has seen
-``MIN_OBSERVATIONS`` times (with the cheaper kinds), and the others with the
-nearest bucket that has seen every kind (scaled to its own plain steps).
-Until it has seen every kind, one step in ``EXPLORE_INTERVAL`` runs a kind
-it lacks, unless that kind is predicted far below the best (a new bucket is
-usually a batch grown or shrunk a little, where speculation that lost badly
-still loses: measuring it there would cost a few slow steps for every batch
-size a server passes through). After that, now and then a step that would
-not run the richest mode does (a probe), so costs and acceptance stay
-current and the guard notices when speculation pays again; probes are
-spaced so that they cost at most ``PROBE_COST`` of the time.
+A bucket predicts with its own costs the kinds of step it has run (with the
+cheaper kinds), and the others with the nearest bucket that has run every
+kind (scaled to its own plain steps); a bucket with nothing to go by runs
+each kind once, richest first. One step in ``EXPLORE_INTERVAL`` then runs a
+kind seen fewer than ``MIN_OBSERVATIONS`` times, unless that kind is
+predicted far below the best: where a draft forward costs nearly a whole
+step (large models on CPUs) a self-skip step can cost five plain ones, and
+a new bucket is usually a batch grown or shrunk a little, where speculation
+that lost badly still loses. Now and then a step that would not run the
+richest mode does (a probe), so costs and acceptance stay current and the
+guard notices when speculation pays again; probes are spaced so that they
+cost at most ``PROBE_COST`` of the time.
 """
 
 import logging
@@ -59,10 +60,9 @@ MIN_GAIN = 1.03
 PROBE_INTERVAL = 32
 PROBE_COST = 0.01
 # Steps of each kind (no drafts, lookup drafts only, self-skip drafts) a
-# bucket measures before its own costs are used.
+# bucket measures while that kind is predicted at least EXPLORE_WORTH of the
+# best: one step in EXPLORE_INTERVAL runs a kind that still lacks them.
 MIN_OBSERVATIONS = 3
-# Until then, one step in this many runs a kind that still lacks them, if
-# the nearest measured bucket predicts it at least EXPLORE_WORTH of the best.
 EXPLORE_INTERVAL = 3
 EXPLORE_WORTH = 0.8
 # Each bucket logs its steps per mode and latest predictions this often.
@@ -222,7 +222,7 @@ class ProfitabilityGuard:
         lacking = self._lacking(bucket, possible)
         expected = self._expected(bucket, batch_size, possible, lookup_lengths, self_skip_rows)
         if expected is None:
-            return self._least_seen(bucket, lacking)
+            return self._least_seen(bucket, self._untried(bucket, possible))
         rates = {mode: tokens / seconds for mode, (tokens, seconds) in expected.items()}
         bucket.predicted = {mode: rate / rates[Mode.PLAIN] for mode, rate in rates.items()}
         worth = [m for m in lacking if rates[m] >= EXPLORE_WORTH * max(rates.values())]
@@ -233,7 +233,7 @@ class ProfitabilityGuard:
             if rates[mode] > MIN_GAIN * rates[best]:
                 best = mode
         richest = possible[-1]
-        if lacking or best is richest:
+        if richest in worth or best is richest:
             return best
         bucket.since_probe += 1
         # The time a probe loses against the best mode, in steps of the best mode.
@@ -258,11 +258,11 @@ class ProfitabilityGuard:
         self_skip_rows: int,
     ) -> dict[Mode, tuple[float, float]] | None:
         """Expected tokens and seconds of a step in each possible mode: with
-        the bucket's own costs for each mode it has measured (with the
-        cheaper ones), else with the nearest measured bucket's, scaled by
-        the ratio of the two buckets' plain steps. None while no bucket has
-        measured them all."""
-        own = [m for m in possible if not self._lacking(bucket, possible[: possible.index(m) + 1])]
+        the bucket's own costs for each mode it has run (with the cheaper
+        ones), else with the nearest bucket's that has run them all, scaled
+        by the ratio of the two buckets' plain steps. None while there is
+        no such bucket."""
+        own = [m for m in possible if not self._untried(bucket, possible[: possible.index(m) + 1])]
         args = (batch_size, lookup_lengths, self_skip_rows)
         expected = self._predict(bucket, own, *args) if own else {}
         missing = [m for m in possible if m not in own]
@@ -352,14 +352,20 @@ class ProfitabilityGuard:
     def _bucket(self, batch_size: int) -> _Bucket:
         return self._buckets.setdefault(batch_bucket(batch_size), _Bucket())
 
-    def _lacking(self, bucket: _Bucket, kinds: list[Mode] | tuple[Mode, ...]) -> list[Mode]:
+    @staticmethod
+    def _lacking(bucket: _Bucket, kinds: list[Mode] | tuple[Mode, ...]) -> list[Mode]:
         """``kinds`` of step ``bucket`` has seen fewer than ``MIN_OBSERVATIONS`` times."""
         return [m for m in kinds if bucket.seen.get(m, 0) < MIN_OBSERVATIONS]
 
+    @staticmethod
+    def _untried(bucket: _Bucket, kinds: list[Mode] | tuple[Mode, ...]) -> list[Mode]:
+        """``kinds`` of step ``bucket`` has never seen."""
+        return [m for m in kinds if not bucket.seen.get(m)]
+
     def _nearest_measured(self, batch_size: int, kinds: list[Mode]) -> _Bucket | None:
         """The bucket closest to ``batch_size`` (larger on ties) that has
-        measured every one of ``kinds``."""
-        measured = [s for s, b in self._buckets.items() if not self._lacking(b, kinds)]
+        run every one of ``kinds``."""
+        measured = [s for s, b in self._buckets.items() if not self._untried(b, kinds)]
         if not measured:
             return None
         target = batch_bucket(batch_size).bit_length()

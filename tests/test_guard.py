@@ -71,15 +71,31 @@ def test_buckets():
     assert [batch_bucket(b) for b in (1, 2, 3, 4, 5, 16, 17)] == [1, 2, 4, 4, 8, 16, 32]
 
 
-def test_measures_every_kind_of_step_before_predicting():
+def test_runs_each_kind_once_then_measures_what_could_win():
     guard = ProfitabilityGuard(lookup=True)
     first, _ = _run(guard, Machine(), 1, [0, 1] * 12)
-    # Richest first, and each kind of step at least MIN_OBSERVATIONS times.
-    assert first[0] is Mode.SELF_SKIP
-    assert all(first.count(m) >= MIN_OBSERVATIONS for m in Mode)
-    costs = guard.status()["batch_sizes"][1]["costs"]
+    # Richest first; then the drafting kinds (both far ahead of plain) at
+    # least MIN_OBSERVATIONS times, plain only once.
+    assert first[:3] == [Mode.SELF_SKIP, Mode.LOOKUP, Mode.PLAIN]
+    assert first.count(Mode.SELF_SKIP) >= MIN_OBSERVATIONS
+    assert first.count(Mode.LOOKUP) >= MIN_OBSERVATIONS
+    assert first.count(Mode.PLAIN) == 1
+    costs = guard._buckets[1].costs.coefficients()
     assert costs["base"] == pytest.approx(0.030, rel=1e-6)
     assert costs["per_draft_token"] == pytest.approx(0.001, rel=1e-6)
+
+
+def test_a_kind_that_loses_badly_is_run_once():
+    """Where a draft forward costs nearly a whole step (a large model on
+    CPUs), a self-skip step costs several plain ones: run once, it is not
+    measured further, and a batch size met later does not run it at all."""
+    machine = Machine(per_forward=0.060, self_skip_accepted=1)
+    guard = ProfitabilityGuard(lookup=False)
+    chosen, speedup = _run(guard, machine, 8, [0] * 200)
+    assert chosen.count(Mode.SELF_SKIP) == 1
+    assert speedup > 0.98
+    chosen, _ = _run(guard, machine, 3, [0] * 50)
+    assert Mode.SELF_SKIP not in chosen
 
 
 def test_self_skip_where_it_pays_probing_rarely():
