@@ -353,14 +353,16 @@ class ProfitabilityGuard:
         return self._buckets.setdefault(batch_bucket(batch_size), _Bucket())
 
     @staticmethod
-    def _lacking(bucket: _Bucket, kinds: list[Mode] | tuple[Mode, ...]) -> list[Mode]:
-        """``kinds`` of step ``bucket`` has seen fewer than ``MIN_OBSERVATIONS`` times."""
-        return [m for m in kinds if bucket.seen.get(m, 0) < MIN_OBSERVATIONS]
+    def _lacking(
+        bucket: _Bucket, kinds: list[Mode] | tuple[Mode, ...], times: int = MIN_OBSERVATIONS
+    ) -> list[Mode]:
+        """``kinds`` of step ``bucket`` has seen fewer than ``times`` times."""
+        return [m for m in kinds if bucket.seen.get(m, 0) < times]
 
-    @staticmethod
-    def _untried(bucket: _Bucket, kinds: list[Mode] | tuple[Mode, ...]) -> list[Mode]:
+    @classmethod
+    def _untried(cls, bucket: _Bucket, kinds: list[Mode] | tuple[Mode, ...]) -> list[Mode]:
         """``kinds`` of step ``bucket`` has never seen."""
-        return [m for m in kinds if not bucket.seen.get(m)]
+        return cls._lacking(bucket, kinds, times=1)
 
     def _nearest_measured(self, batch_size: int, kinds: list[Mode]) -> _Bucket | None:
         """The bucket closest to ``batch_size`` (larger on ties) that has
