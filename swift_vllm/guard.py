@@ -326,15 +326,16 @@ class ProfitabilityGuard:
 
     def status(self) -> dict[str, dict]:
         """Per batch-size bucket: the steps run in each mode, the last step's
-        predicted speedup of each mode, and the fitted costs (seconds, None
-        while measuring); per draft source: the measured gains."""
+        predicted speedup of each mode, and the fitted costs (seconds; None
+        until every mode has run once, as the guard uses them from then on);
+        per draft source: the measured gains."""
         return {
             "batch_sizes": {
                 size: {
                     "steps": {m.value: n for m, n in bucket.chosen.items()},
                     "predicted_speedup": {m.value: s for m, s in bucket.predicted.items()},
                     "costs": (
-                        None if self._lacking(bucket, self.modes) else bucket.costs.coefficients()
+                        None if self._untried(bucket, self.modes) else bucket.costs.coefficients()
                     ),
                 }
                 for size, bucket in sorted(self._buckets.items())

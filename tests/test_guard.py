@@ -73,14 +73,17 @@ def test_buckets():
 
 def test_runs_each_kind_once_then_measures_what_could_win():
     guard = ProfitabilityGuard(lookup=True)
-    first, _ = _run(guard, Machine(), 1, [0, 1] * 12)
+    first, _ = _run(guard, Machine(), 1, [0, 1])
+    assert guard.status()["batch_sizes"][1]["costs"] is None  # plain not run yet
+    later, _ = _run(guard, Machine(), 1, [0, 1] * 11)
+    first += later
     # Richest first; then the drafting kinds (both far ahead of plain) at
     # least MIN_OBSERVATIONS times, plain only once.
     assert first[:3] == [Mode.SELF_SKIP, Mode.LOOKUP, Mode.PLAIN]
     assert first.count(Mode.SELF_SKIP) >= MIN_OBSERVATIONS
     assert first.count(Mode.LOOKUP) >= MIN_OBSERVATIONS
     assert first.count(Mode.PLAIN) == 1
-    costs = guard._buckets[1].costs.coefficients()
+    costs = guard.status()["batch_sizes"][1]["costs"]
     assert costs["base"] == pytest.approx(0.030, rel=1e-6)
     assert costs["per_draft_token"] == pytest.approx(0.001, rel=1e-6)
 
