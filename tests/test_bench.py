@@ -95,6 +95,18 @@ def test_summary_medians_speedups_and_acceptance(groups):
     assert qa["speedup"] == pytest.approx(2.0)
 
 
+def test_speedups_are_paired_by_repeat():
+    """The machine slows down in repeat 1 for vanilla only in time: paired
+    ratios see self-skip 1.2x in every repeat, a ratio of medians would not."""
+    runs = []
+    for repeat, (plain_s, skip_s) in enumerate(((2.0, 1.0), (0.5, 1.1), (1.0, 2.0 / 1.2 / 2))):
+        runs.append(GroupRun("vanilla", 1, repeat, plain_s, (_plain(1, "qa", 20),)))
+        runs.append(GroupRun("self-skip", 1, repeat, skip_s, (_spec(1, "qa", 20, 5, 15, 10),)))
+    rows = summarize(runs)
+    # per repeat: 2.0x, 0.45x, 1.2x -> median 1.2; the medians of the rates: 20 / 20
+    assert _row(rows, "self-skip", 1)["speedup"] == pytest.approx(1.2)
+
+
 def test_mixed_group_time_is_split_by_token_share(groups):
     rows = summarize(groups)
     # batch 2, repeat 0: 3 s for 20 qa + 40 rag tokens -> qa gets 1 s, rag 2 s
@@ -436,3 +448,32 @@ def test_bench_command_end_to_end(smollm2, tmp_path):
     assert len(load_answers(answers / "self-skip_bs1.jsonl")) == 4  # two prompts, two rounds
     assert (out / "speedup_by_batch_size.png").exists()
     assert "speedup" in done.stdout
+
+
+@pytest.mark.integration
+def test_bench_interleaved_times_each_group_on_every_method_in_turn(smollm2, tmp_path):
+    """--interleave: all engines at once, each group run by every method
+    back to back, the first method rotating."""
+    out = tmp_path / "bench"
+    labels = ["vanilla", "ngram", "self-skip"]
+    command = [sys.executable, "-m", "swift_vllm.cli", "bench", "--model", smollm2]
+    command += ["--methods", ",".join(labels), "--num-prompts", "2", "--max-tokens", "8"]
+    command += ["--batch-sizes", "1", "--repeats", "2", "--interleave", "--out", str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    assert results["interleaved"] is True and results["errors"] == {}
+    calls = sorted(
+        (a["started"], a["method"], a["repeat"], a["question_id"])
+        for label in labels
+        for a in map(
+            json.loads, (out / "answers" / f"{label}_bs1.jsonl").read_text().split("\n")[:-1]
+        )
+    )
+    # 2 prompts x 2 repeats = 4 groups, each run by the 3 methods in a row
+    turns = [calls[i : i + 3] for i in range(0, len(calls), 3)]
+    assert len(turns) == 4
+    for turn, group in enumerate(turns):
+        assert len({(repeat, qid) for _, _, repeat, qid in group}) == 1
+        assert [method for _, method, _, _ in group] == labels[turn % 3 :] + labels[: turn % 3]
+    assert all(r["speedup"] > 0 for r in results["results"])

@@ -1,5 +1,8 @@
 """Offline benchmark runs: one vLLM engine per method, timed ``generate`` calls per batch size.
 
+Engines run one method after another (``run_method``) or all at once with
+every group timed on each method in turn (``run_interleaved``).
+
 Every method gets the same prompts in the same groups: for batch size B the
 prompts (sorted by category, so most groups hold one category) go in groups
 of B, one ``generate`` call each, so up to B requests decode together.
@@ -12,7 +15,7 @@ import json
 import logging
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -54,10 +57,17 @@ class Workload:
         """Timed ``generate`` calls per method, over every round."""
         return self.rounds * self.repeats * sum(len(self.groups(b)) for b in self.batch_sizes)
 
-    def method_order(self, labels: list[str], round_index: int) -> list[str]:
-        """Round r starts with the r-th method: each takes every place in turn."""
-        shift = round_index % len(labels)
+    def method_order(self, labels: list[str], turn: int) -> list[str]:
+        """Turn t (a round, or an interleaved group) starts with the t-th
+        method: each takes every place in turn."""
+        shift = turn % len(labels)
         return labels[shift:] + labels[:shift]
+
+    def timed_groups(self, batch_size: int, round_index: int = 0) -> Iterator[tuple[int, range]]:
+        """(repeat, prompt indices) of every timed call at ``batch_size``;
+        repeats are numbered after the earlier rounds' ones."""
+        repeats = range(round_index * self.repeats, (round_index + 1) * self.repeats)
+        return itertools.product(repeats, self.groups(batch_size))
 
 
 def select_questions(
@@ -165,6 +175,66 @@ def engine_overrides(speculative_config: dict | None, workload: Workload) -> dic
     return overrides
 
 
+class MethodSession:
+    """One method's engine through a benchmark: warmed up on start, then
+    timing the groups it is given into ``run``."""
+
+    def __init__(self, label: str, llm: Any, workload: Workload, self_skip: bool) -> None:
+        from vllm import SamplingParams
+
+        self.label, self.llm, self.workload, self.self_skip = label, llm, workload, self_skip
+        self.run = MethodRun()
+        self.prompts = chat_prompts(llm, workload.questions)
+        self.params = SamplingParams(
+            temperature=workload.temperature,
+            max_tokens=workload.max_tokens,
+            ignore_eos=workload.ignore_eos,
+        )
+        warmup = SamplingParams(temperature=workload.temperature, max_tokens=WARMUP_TOKENS)
+        llm.generate(self.prompts[: max(workload.batch_sizes)], warmup, use_tqdm=False)
+        self._stats = _draft_stats(llm) if self_skip else None
+        if self_skip:
+            self.run.search["start"] = llm.collective_rpc("self_skip_search_status")[0]
+
+    def time(self, batch_size: int, repeat: int, indices: range) -> None:
+        """One timed ``generate`` call over the prompts at ``indices``."""
+        started, start = time.time(), time.perf_counter()
+        outputs = self.llm.generate([self.prompts[i] for i in indices], self.params, use_tqdm=False)
+        wall = time.perf_counter() - start
+        requests = tuple(
+            _request_result(self.workload.questions[i], output)
+            for i, output in zip(indices, outputs, strict=True)
+        )
+        proposer = None
+        if self._stats is not None:
+            now = _draft_stats(self.llm)
+            proposer, self._stats = now - self._stats, now
+        self.run.groups.append(
+            GroupRun(self.label, batch_size, repeat, wall, requests, proposer, started)
+        )
+
+    def end_batch_size(self, batch_size: int) -> None:
+        """Record the skip set and the guard's state after a batch size's runs."""
+        if self.self_skip:
+            self.run.skip_sets[batch_size] = self.llm.collective_rpc("self_skip_current")[0]
+            self.run.guard[batch_size] = self.llm.collective_rpc("self_skip_guard")[0]
+
+    def finish(self) -> None:
+        """Record the search's state after the last timed run."""
+        if self.self_skip:
+            self.run.search["end"] = self.llm.collective_rpc("self_skip_search_status")[0]
+
+
+@contextmanager
+def method_session(
+    label: str, model: str, speculative_config: dict | None, workload: Workload
+) -> Iterator[MethodSession]:
+    """A started, warmed-up engine for one method, shut down on exit."""
+    overrides = engine_overrides(speculative_config, workload)
+    with engine(model, speculative_config, **overrides) as llm:
+        yield MethodSession(label, llm, workload, is_self_skip(speculative_config))
+
+
 def run_method(
     label: str,
     model: str,
@@ -175,45 +245,66 @@ def run_method(
 ) -> MethodRun:
     """Start an engine, warm up, then time every group at every batch size,
     ``repeats`` times (numbered after the earlier rounds' repeats)."""
-    from vllm import SamplingParams
-
-    params = SamplingParams(
-        temperature=workload.temperature,
-        max_tokens=workload.max_tokens,
-        ignore_eos=workload.ignore_eos,
-    )
-    self_skip = is_self_skip(speculative_config)
-    run = MethodRun()
-    with engine(model, speculative_config, **engine_overrides(speculative_config, workload)) as llm:
-        prompts = chat_prompts(llm, workload.questions)
-        warmup = SamplingParams(temperature=workload.temperature, max_tokens=WARMUP_TOKENS)
-        llm.generate(prompts[: max(workload.batch_sizes)], warmup, use_tqdm=False)
-        if self_skip:
-            run.search["start"] = llm.collective_rpc("self_skip_search_status")[0]
-        repeats = range(round_index * workload.repeats, (round_index + 1) * workload.repeats)
+    with method_session(label, model, speculative_config, workload) as session:
         for batch_size in workload.batch_sizes:
             progress.set_postfix_str(f"{label} bs{batch_size}")
-            last = _draft_stats(llm) if self_skip else None
-            for repeat, indices in itertools.product(repeats, workload.groups(batch_size)):
-                start = time.perf_counter()
-                outputs = llm.generate([prompts[i] for i in indices], params, use_tqdm=False)
-                wall = time.perf_counter() - start
-                requests = tuple(
-                    _request_result(workload.questions[i], output)
-                    for i, output in zip(indices, outputs, strict=True)
-                )
-                proposer = None
-                if last is not None:
-                    now = _draft_stats(llm)
-                    proposer, last = now - last, now
-                run.groups.append(GroupRun(label, batch_size, repeat, wall, requests, proposer))
+            for repeat, indices in workload.timed_groups(batch_size, round_index):
+                session.time(batch_size, repeat, indices)
                 progress.update(1)
-            if self_skip:
-                run.skip_sets[batch_size] = llm.collective_rpc("self_skip_current")[0]
-                run.guard[batch_size] = llm.collective_rpc("self_skip_guard")[0]
-        if self_skip:
-            run.search["end"] = llm.collective_rpc("self_skip_search_status")[0]
-    return run
+            session.end_batch_size(batch_size)
+        session.finish()
+    return session.run
+
+
+def run_interleaved(
+    configs: dict[str, dict | None],
+    model: str,
+    workload: Workload,
+    progress: tqdm,
+    round_index: int = 0,
+) -> tuple[dict[str, MethodRun], dict[str, str]]:
+    """Every method's engine at once; each group is timed on every method
+    back to back, first method rotating from group to group, so the
+    machine's drift (minutes long, 10% here) lands on every method alike.
+    Returns the runs and the methods that failed (a failed method leaves
+    the rotation; the others go on)."""
+    errors: dict[str, str] = {}
+
+    @contextmanager
+    def failing_alone(label: str) -> Iterator[None]:
+        try:
+            yield
+        except Exception as err:  # one broken method must not lose the others' runs
+            logger.exception("method %s failed", label)
+            errors[label] = f"{type(err).__name__}: {err}"
+
+    with ExitStack() as stack:
+        sessions: dict[str, MethodSession] = {}
+        for label, config in configs.items():
+            with failing_alone(label):
+                sessions[label] = stack.enter_context(
+                    method_session(label, model, config, workload)
+                )
+        turn = 0
+        for batch_size in workload.batch_sizes:
+            progress.set_postfix_str(f"bs{batch_size}")
+            for repeat, indices in workload.timed_groups(batch_size, round_index):
+                for label in workload.method_order(list(configs), turn):
+                    if label not in errors:
+                        with failing_alone(label):
+                            sessions[label].time(batch_size, repeat, indices)
+                    progress.update(1)
+                turn += 1
+            for label, session in sessions.items():
+                if label not in errors:
+                    with failing_alone(label):
+                        session.end_batch_size(batch_size)
+        for label, session in sessions.items():
+            if label not in errors:
+                with failing_alone(label):
+                    session.finish()
+    runs = {label: session.run for label, session in sessions.items() if label not in errors}
+    return runs, errors
 
 
 def write_answers(groups: list[GroupRun], out: Path) -> list[Path]:

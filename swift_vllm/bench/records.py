@@ -31,6 +31,8 @@ class GroupRun:
     proposer: DraftStats | None = None
     """Self-skip only: the proposer's counters for this call (they tell the
     prompt-lookup drafts from the self-skip ones, which vLLM's do not)."""
+    started: float | None = None
+    """Unix time the call started: when each method ran, side by side."""
 
     def answer_lines(self) -> list[dict]:
         """Per-request answer records; every request carries its group's wall time."""
@@ -39,7 +41,7 @@ class GroupRun:
             "batch_size": self.batch_size,
             "repeat": self.repeat,
             "wall_time": self.wall_time,
-        }
+        } | ({} if self.started is None else {"started": self.started})
         return [
             common | {k: v for k, v in asdict(request).items() if v is not None}
             for request in self.requests

@@ -79,14 +79,17 @@ def summarize(
         if key in sources:
             row["draft_sources"] = _draft_sources(sources[key])
         rows.append(row)
-    baseline = {
-        (r["batch_size"], r["category"]): r["output_tokens_per_s"]
-        for r in rows
-        if r["method"] == BASELINE
+    # Speedups are paired: each repeat's rate over vanilla's rate in the same
+    # repeat (same round; with --interleave, the same minute), then the median.
+    rates = {
+        key: {r: tokens / seconds for r, (tokens, seconds) in repeats.items()}
+        for key, repeats in timing.items()
     }
     for row in rows:
-        base = baseline.get((row["batch_size"], row["category"]))
-        row["speedup"] = row["output_tokens_per_s"] / base if base else None
+        mine = rates[(row["method"], row["batch_size"], row["category"])]
+        base = rates.get((BASELINE, row["batch_size"], row["category"]), {})
+        paired = [mine[r] / base[r] for r in mine if base.get(r)]
+        row["speedup"] = median(paired) if paired else None
         stats = (proposer_stats or {}).get((row["method"], row["batch_size"]))
         if stats is not None and row["category"] == ALL:
             row |= _prediction(stats)

@@ -26,6 +26,7 @@ from swift_vllm.bench.offline import (
     MethodRun,
     Workload,
     engine_overrides,
+    run_interleaved,
     run_method,
     select_questions,
     write_answers,
@@ -126,6 +127,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="fresh engines per method, in rotating order; more than 1 spreads the "
         "machine's drift between processes over every method (default: 1)",
     )
+    parser.add_argument(
+        "--interleave",
+        action="store_true",
+        help="start every method's engine at once and time each group on every method "
+        "back to back, so the machine's drift lands on every method alike (speedups are "
+        "then paired, call by call); needs memory for all the engines together",
+    )
     parser.add_argument("--ignore-eos", action="store_true", help="always decode --max-tokens")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
 
@@ -173,14 +181,34 @@ def common_meta(args: argparse.Namespace, model: str, configs: dict) -> dict:
 
 
 def run_rounds(
-    labels: list[str], model: str, configs: dict[str, dict | None], workload: Workload
+    labels: list[str],
+    model: str,
+    configs: dict[str, dict | None],
+    workload: Workload,
+    interleave: bool = False,
 ) -> tuple[dict[str, MethodRun], dict[str, str]]:
     """Every method's runs over every round, and the methods that failed
     (with the error; a failed method is not run again)."""
     runs: dict[str, MethodRun] = {}
     errors: dict[str, str] = {}
+
+    def merge(label: str, run: MethodRun) -> None:
+        if label in runs:
+            runs[label].merge(run)
+        else:
+            runs[label] = run
+
     with tqdm(total=len(labels) * workload.num_generate_calls(), unit="batch") as progress:
         for round_index in range(workload.rounds):
+            if interleave:
+                alive = {label: configs[label] for label in labels if label not in errors}
+                done, failed = run_interleaved(alive, model, workload, progress, round_index)
+                for label, run in done.items():
+                    merge(label, run)
+                for label in failed:
+                    runs.pop(label, None)
+                errors |= failed
+                continue
             for label in workload.method_order(labels, round_index):
                 if label in errors:
                     continue
@@ -193,10 +221,7 @@ def run_rounds(
                     left = workload.rounds - round_index
                     progress.update(workload.num_generate_calls() // workload.rounds * left)
                     continue
-                if label in runs:
-                    runs[label].merge(run)
-                else:
-                    runs[label] = run
+                merge(label, run)
     return runs, errors
 
 
@@ -215,7 +240,7 @@ def run(args: argparse.Namespace) -> int:
     )
     # vLLM's per-step INFO lines would bury the progress bar; VLLM_LOGGING_LEVEL overrides.
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
-    runs, errors = run_rounds(labels, model, configs, workload)
+    runs, errors = run_rounds(labels, model, configs, workload, args.interleave)
 
     groups = [group for run in runs.values() for group in run.groups]
     proposer = {key: s for run in runs.values() for key, s in run.proposer_stats.items()}
@@ -225,6 +250,7 @@ def run(args: argparse.Namespace) -> int:
         "batch_sizes": workload.batch_sizes,
         "repeats": workload.repeats,
         "rounds": workload.rounds,
+        "interleaved": args.interleave,
         "ignore_eos": workload.ignore_eos,
         "engine": ENGINE_DEFAULTS | engine_overrides(None, workload),
         "self_skip_sets": {label: run.skip_sets for label, run in runs.items() if run.skip_sets},
