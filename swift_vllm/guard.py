@@ -39,8 +39,9 @@ step (large models on CPUs) a self-skip step can cost five plain ones, and
 a new bucket is usually a batch grown or shrunk a little, where speculation
 that lost badly still loses. Now and then a step that would not run the
 richest mode does (a probe), so costs and acceptance stay current and the
-guard notices when speculation pays again; probes are spaced so that they
-cost at most ``PROBE_COST`` of the time.
+guard notices when speculation pays again, and where the richest mode runs,
+a plain step does, so the fixed cost of a step stays measured; probes are
+spaced so that they cost at most ``PROBE_COST`` of the time.
 """
 
 import logging
@@ -55,8 +56,9 @@ logger = logging.getLogger(__name__)
 # one by this factor: a margin for the model's error.
 MIN_GAIN = 1.03
 # Once measured, a step that would not run the richest mode runs it now and
-# then: at most one step in PROBE_INTERVAL, and rarer when a probe is
-# predicted to cost more than PROBE_COST of the steps between two probes.
+# then (one that would runs plain): at most one step in PROBE_INTERVAL, and
+# rarer when a probe is predicted to cost more than PROBE_COST of the steps
+# between two probes.
 PROBE_INTERVAL = 32
 PROBE_COST = 0.01
 # Steps of each kind (no drafts, lookup drafts only, self-skip drafts) a
@@ -232,17 +234,21 @@ class ProfitabilityGuard:
         for mode in possible:  # cheapest first
             if rates[mode] > MIN_GAIN * rates[best]:
                 best = mode
-        richest = possible[-1]
-        if richest in worth or best is richest:
+        # A probe runs the richest mode, or plain when the richest is the
+        # best: a bucket that always drafts would otherwise keep the plain
+        # step cost it measured first, and the fit cannot tell the cost of
+        # drafting at all from the fixed cost without fresh plain steps.
+        probe = possible[-1] if best is not possible[-1] else Mode.PLAIN
+        if probe in worth or probe is best:
             return best
         bucket.since_probe += 1
         # The time a probe loses against the best mode, in steps of the best mode.
-        tokens, seconds = expected[richest]
+        tokens, seconds = expected[probe]
         loss = (seconds - tokens / rates[best]) / expected[best][1]
         if bucket.since_probe < max(PROBE_INTERVAL, loss / PROBE_COST):
             return best
         bucket.since_probe = 0
-        return richest
+        return probe
 
     @staticmethod
     def _least_seen(bucket: _Bucket, kinds: list[Mode]) -> Mode:

@@ -67,6 +67,11 @@ def _run(
     return chosen, tokens / seconds / plain
 
 
+def _mostly(chosen: list[Mode], mode: Mode) -> bool:
+    """``mode`` on every step but probes (at most one in PROBE_INTERVAL)."""
+    return chosen.count(mode) >= len(chosen) * (1 - 1.5 / PROBE_INTERVAL)
+
+
 def test_buckets():
     assert [batch_bucket(b) for b in (1, 2, 3, 4, 5, 16, 17)] == [1, 2, 4, 4, 8, 16, 32]
 
@@ -105,7 +110,8 @@ def test_self_skip_where_it_pays_probing_rarely():
     guard = ProfitabilityGuard(lookup=True)
     chosen, speedup = _run(guard, Machine(), 1, [0] * 400)
     later = chosen[50:]
-    assert later.count(Mode.SELF_SKIP) == len(later)
+    assert _mostly(later, Mode.SELF_SKIP)
+    assert Mode.PLAIN in later  # plain probed now and then: its cost stays measured
     # 3 tokens in 0.052 s against 1 in 0.030 s.
     assert speedup == pytest.approx(3 / 0.052 * 0.030, rel=0.03)
     status = guard.status()
@@ -121,11 +127,11 @@ def test_plain_at_large_batch_self_skip_at_batch_one():
     guard = ProfitabilityGuard(lookup=False)
     chosen, speedup = _run(guard, machine, 32, [0] * 320)
     later = chosen[40:]
-    assert later.count(Mode.PLAIN) >= len(later) * (1 - 1.5 / PROBE_INTERVAL)
+    assert _mostly(later, Mode.PLAIN)
     assert Mode.SELF_SKIP in later  # still probed, rarely: a probe costs 3 steps here
     assert speedup > 0.97
     chosen, _ = _run(guard, machine, 1, [0] * 100)
-    assert chosen[-50:].count(Mode.SELF_SKIP) == 50
+    assert _mostly(chosen[-50:], Mode.SELF_SKIP)
 
 
 def test_each_source_judged_on_the_steps_that_use_it():
@@ -140,8 +146,8 @@ def test_each_source_judged_on_the_steps_that_use_it():
     later = list(zip(stretches, chosen, strict=True))[80:]
     novel = [mode for found, mode in later if not found]
     repeated = [mode for found, mode in later if found]
-    assert novel.count(Mode.PLAIN) >= len(novel) * (1 - 1.5 / PROBE_INTERVAL)
-    assert repeated.count(Mode.LOOKUP) == len(repeated)
+    assert _mostly(novel, Mode.PLAIN)
+    assert _mostly(repeated, Mode.LOOKUP)
     # The best possible: lookup on half the steps (3 tokens in 0.034 s), plain elsewhere.
     best = (3 + 1) / (0.034 + 0.030) * 0.030
     assert speedup > 0.97 * best
@@ -171,13 +177,27 @@ def test_new_batch_size_predicts_with_the_nearest_measured_costs():
     assert tail.count(Mode.PLAIN) >= 2 * EXPLORE_INTERVAL
 
 
+def test_plain_steps_measured_while_speculating():
+    """The first plain steps ran slow (a cold start) and self-skip won then;
+    later every step gets cheaper and self-skip loses a little (1 token in
+    0.010 s plain against 3 in 0.032 s). Self-skip steps alone cannot tell
+    the fixed cost of a step from the cost of drafting, so without plain
+    steps the guard would go on drafting at 0.94x."""
+    guard = ProfitabilityGuard(lookup=False)
+    chosen, _ = _run(guard, Machine(base=0.060, per_forward=0.010), 1, [0] * 30)
+    assert _mostly(chosen[10:], Mode.SELF_SKIP)
+    chosen, speedup = _run(guard, Machine(base=0.010, per_forward=0.010), 1, [0] * 3000)
+    assert _mostly(chosen[-500:], Mode.PLAIN)
+    assert speedup > 0.97
+
+
 def test_notices_when_self_skip_pays_again():
     guard = ProfitabilityGuard(lookup=False)
     chosen, _ = _run(guard, Machine(self_skip_accepted=0), 2, [0] * 300)
     assert chosen[-50:].count(Mode.SELF_SKIP) <= 2
     # The skip set improves (a search found a better one): the probes notice.
     chosen, _ = _run(guard, Machine(self_skip_accepted=2), 2, [0] * 30 * PROBE_INTERVAL)
-    assert chosen[-50:].count(Mode.SELF_SKIP) == 50
+    assert _mostly(chosen[-50:], Mode.SELF_SKIP)
 
 
 def test_new_batch_size_does_not_measure_what_loses_badly_nearby():
