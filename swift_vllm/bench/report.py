@@ -59,6 +59,11 @@ def summarize(
                 ):
                     if value is not None:
                         total[index] = (total[index] or 0) + value
+    # Tokens/s per repeat: the row's median, and the pairs its speedup is made of.
+    rates = {
+        key: {r: tokens / seconds for r, (tokens, seconds) in repeats.items()}
+        for key, repeats in timing.items()
+    }
     rows = []
     for key, repeats in timing.items():
         method, batch_size, category = key
@@ -70,7 +75,7 @@ def summarize(
             "num_requests": requests // len(repeats),
             "output_tokens": median(t for t, _ in repeats.values()),
             "wall_time_s": median(s for _, s in repeats.values()),
-            "output_tokens_per_s": median(t / s for t, s in repeats.values()),
+            "output_tokens_per_s": median(rates[key].values()),
         }
         if drafts is not None:
             row["acceptance_rate"] = _ratio(accepted, draft_tokens)
@@ -81,10 +86,6 @@ def summarize(
         rows.append(row)
     # Speedups are paired: each repeat's rate over vanilla's rate in the same
     # repeat (same round; with --interleave, the same minute), then the median.
-    rates = {
-        key: {r: tokens / seconds for r, (tokens, seconds) in repeats.items()}
-        for key, repeats in timing.items()
-    }
     for row in rows:
         mine = rates[(row["method"], row["batch_size"], row["category"])]
         base = rates.get((BASELINE, row["batch_size"], row["category"]), {})
