@@ -8,7 +8,10 @@ engine per found set (lookup and guard off, the set fixed), and one with
 the set a search at ratio 0.2 starts from (``start-0.2``), decode the same
 prompts, each prompt on every engine in turn, so every ratio's speedup is
 timed side by side with plain decoding on this noisy machine; medians over
-the rounds.
+the rounds. Each set's speedup is also predicted (Leviathan et al.) from
+its acceptance and draft/verify step costs as measured in the race, the
+same way for every set: each search predicts with the costs its own run
+measured, which differ by more than the sets do.
 
     .venv/bin/python benchmarks/ratio_race.py --out benchmarks/results/smollm2/ratio-race
 """
@@ -32,6 +35,8 @@ from swift_vllm.engine import (
 )
 from swift_vllm.search.cache import SkipSetCache, cache_key
 from swift_vllm.search.searcher import starting_set
+from swift_vllm.search.speedup import best_speedup
+from swift_vllm.vllm_compat import WORKER_EXTENSION
 
 RATIOS = ["0.1", "0.2", "0.3", "0.45", "adaptive"]
 START = "start-0.2"
@@ -62,7 +67,9 @@ def tune(model: str, label: str, cache: Path, batch_size: int, out: Path) -> dic
 
 
 def race(model: str, sets: dict[str, dict], num_prompts: int, max_tokens: int, rounds: int):
-    """Tokens/s per round of plain decoding and of each fixed set, interleaved."""
+    """Tokens/s per round of plain decoding and of each fixed set, interleaved;
+    per set its acceptance, accepted length and draft-step / verify-step
+    cost ratio."""
     from vllm import SamplingParams
 
     engines = {"vanilla": make_llm(model, max_num_seqs=1)}
@@ -77,7 +84,11 @@ def race(model: str, sets: dict[str, dict], num_prompts: int, max_tokens: int, r
         }
         # Per-request counters: vLLM's global metrics follow the newest engine only.
         engines[label] = make_llm(
-            model, spec, max_num_seqs=1, per_request_spec_decode_metrics="summary"
+            model,
+            spec,
+            max_num_seqs=1,
+            per_request_spec_decode_metrics="summary",
+            worker_extension_cls=WORKER_EXTENSION,
         )
     questions = spread_by_category(load_questions(), num_prompts)
     prompts = chat_prompts(engines["vanilla"], questions)
@@ -115,11 +126,19 @@ def race(model: str, sets: dict[str, dict], num_prompts: int, max_tokens: int, r
             + " tok/s",
             flush=True,
         )
-    acceptance = {
-        label: (accepted[label] / drafted[label], 1 + accepted[label] / steps[label])
-        for label in labels
-        if steps[label]
-    }
+    acceptance = {}
+    for label in labels[1:]:
+        # Step costs as the proposer timed them, the same way for every set
+        # (each search predicted with the costs it measured in its own run).
+        stats = engines[label].collective_rpc("self_skip_stats")[0]
+        cost_ratio = (stats["draft_seconds"] / stats["draft_steps"]) / (
+            stats["verify_seconds"] / stats["verify_steps"]
+        )
+        acceptance[label] = (
+            accepted[label] / drafted[label],
+            1 + accepted[label] / steps[label],
+            cost_ratio,
+        )
     return rates, acceptance
 
 
@@ -157,11 +176,12 @@ def main() -> None:
     rows = []
     print(
         f"\n{'ratio':>9} {'skipped':>7} {'matchness':>9} {'predicted':>9} "
-        f"{'measured':>8} {'acceptance':>10} {'acc len':>7}"
+        f"{'measured':>8} {'acceptance':>10} {'acc len':>7} {'cost':>5} {'race pred':>9}"
     )
     for label in [*RATIOS, START]:
         state = states.get(label, {})
         speedups = [rate / base for rate, base in zip(rates[label], plain, strict=True)]
+        acceptance_rate, accepted_length, cost_ratio = acceptance[label]
         row = {
             "ratio": label,
             "found_ratio": state.get("skip_ratio"),
@@ -171,15 +191,19 @@ def main() -> None:
             "predicted_speedup": state.get("predicted_speedup"),
             "measured_speedups": speedups,
             "measured_speedup": statistics.median(speedups),
-            "acceptance": acceptance[label][0],
-            "accepted_length": acceptance[label][1],
+            "acceptance": acceptance_rate,
+            "accepted_length": accepted_length,
+            "cost_ratio": cost_ratio,
+            # Leviathan et al. from what the race measured: comparable across sets.
+            "race_predicted_speedup": best_speedup(acceptance_rate, cost_ratio, DRAFT_LEN),
             "search_s": state.get("optimizing_s"),
         }
         rows.append(row)
         print(
             f"{label:>9} {row['skipped']:>7} {_cell(row['matchness'], '.3f'):>9} "
             f"{_cell(row['predicted_speedup'], '.2f', 'x'):>9} {row['measured_speedup']:>7.2f}x "
-            f"{row['acceptance']:>10.3f} {row['accepted_length']:>7.2f}"
+            f"{row['acceptance']:>10.3f} {row['accepted_length']:>7.2f} "
+            f"{row['cost_ratio']:>5.2f} {row['race_predicted_speedup']:>8.2f}x"
         )
     result = {
         "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),

@@ -63,8 +63,10 @@ class SelfSkipConfig:
 
     guard: bool = True
     """Profitability guard: per step, run the drafters (none, lookup only, or
-    lookup and self-skip) with the highest predicted decoding rate, from
-    step costs fitted per batch size and each source's measured acceptance,
+    lookup and self-skip) with the lowest predicted mean time per output
+    token of the running requests (their TPOT: drafts for some requests
+    slow the step for all), from step costs fitted per batch size and each
+    source's measured acceptance,
     probing the others now and then (see ``swift_vllm/guard.py``). ``False``
     always drafts with every enabled drafter."""
 

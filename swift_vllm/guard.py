@@ -11,9 +11,15 @@ the guard which of three choices to run:
 * ``self-skip``: the lookup drafts, and self-skip drafts for the requests
   without one.
 
-The guard predicts each choice's decoding rate, expected tokens over expected
-step time (Leviathan et al., DESIGN.md section 5), and runs the best; a
-richer choice has to beat the cheaper ones by ``MIN_GAIN``. The two halves are
+The guard predicts each choice's decoding rate (Leviathan et al., DESIGN.md
+section 5) and runs the best; a richer choice has to beat the cheaper ones by
+``MIN_GAIN``. The rate is the running requests' mean time per output token
+(vLLM's TPOT), inverted, not the batch's tokens per second: drafts for some
+requests make the step slower for all of them, and a user sees their own
+request's speed. Where one request of four has a lookup draft, verifying it
+can raise the batch's tokens per second while every other request slows
+down; a static batch (offline ``generate``) then finishes later, with its
+slowest request. At batch size 1 the two rates are the same. The two halves are
 learned apart because they vary apart:
 
 * **Costs** depend on the batch, not on the text. Per batch-size bucket, a
@@ -293,12 +299,22 @@ class ProfitabilityGuard:
         ``costs``' fit."""
         lookup, self_skip = self._gains[Mode.LOOKUP], self._gains[Mode.SELF_SKIP]
         looked_up = sum(lookup_lengths)
-        with_lookup = batch_size + len(lookup_lengths) * lookup.accepted
+        with_lookup = (len(lookup_lengths), 1 + lookup.accepted)
+        with_self_skip = (self_skip_rows, 1 + self_skip.accepted)
+
+        def tokens(*drafting: tuple[int, float]) -> float:
+            """The batch's tokens per step at the requests' mean time per token
+            (the harmonic mean of their tokens per step, times the batch
+            size), where ``drafting`` lists (requests, tokens each) and the
+            others make one each."""
+            plain = batch_size - sum(n for n, _ in drafting)
+            return batch_size**2 / (plain + sum(n / each for n, each in drafting))
+
         expected = {
             Mode.PLAIN: (batch_size, Cycle(batch_size, 0, 0, 0.0)),
-            Mode.LOOKUP: (with_lookup, Cycle(batch_size, looked_up, 0, 0.0)),
+            Mode.LOOKUP: (tokens(with_lookup), Cycle(batch_size, looked_up, 0, 0.0)),
             Mode.SELF_SKIP: (
-                with_lookup + self_skip_rows * self_skip.accepted,
+                tokens(with_lookup, with_self_skip),
                 Cycle(
                     batch_size,
                     looked_up + round(self_skip_rows * self_skip.length),
