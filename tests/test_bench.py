@@ -292,11 +292,12 @@ def test_speed_command_prints_report(tmp_path, capsys):
 
 def test_method_configs():
     configs = speculative_configs(
-        ["vanilla", "ngram", "self-skip", "self-skip-noguard"],
+        ["vanilla", "vanilla-twin", "ngram", "self-skip", "self-skip-noguard"],
         3,
         {"skip_ratio": 0.2, "guard": True},
     )
     assert configs["vanilla"] is None
+    assert configs["vanilla-twin"] is None  # a second plain engine, to measure the noise
     assert configs["ngram"] == {
         "method": "ngram",
         "num_speculative_tokens": 3,

@@ -12,6 +12,9 @@ BASELINE = "vanilla"
 
 METHODS: dict[str, dict[str, Any] | None] = {
     BASELINE: None,
+    # A second plain engine: how far two identical engines land apart in the
+    # same run, the resolution of every other speedup in it.
+    "vanilla-twin": None,
     # vLLM's prompt-lookup drafting; its defaults otherwise.
     "ngram": {"method": "ngram", "prompt_lookup_min": 2, "prompt_lookup_max": 5},
     "self-skip": {"method": METHOD_NAME},
@@ -23,6 +26,7 @@ METHODS: dict[str, dict[str, Any] | None] = {
 }
 
 NOTES = {
+    "vanilla-twin": "vanilla-twin: a second plain engine; its speedup is this run's noise",
     "ngram": "ngram: vLLM's n-gram prompt lookup with its defaults except "
     "prompt_lookup_min 2, prompt_lookup_max 5",
     "self-skip-noguard": "self-skip-noguard: self-skip with the profitability guard off",
