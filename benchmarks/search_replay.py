@@ -11,6 +11,10 @@ and the same 60 random sets. No vLLM and no Ray, so a search variant can be
 judged in minutes, over several seeds (one window draw per seed).
 
     .venv/bin/python benchmarks/search_replay.py --seeds 0,1
+
+``--score-cache FILE`` replays nothing: it scores each set of a skip-set
+cache file (e.g. the one ``ratio_race.py`` writes after full searches) the
+same way, against the middle-out starting set and 60 random sets of its size.
 """
 
 import argparse
@@ -30,7 +34,7 @@ from swift_vllm.config import SelfSkipConfig  # noqa: E402
 from swift_vllm.engine import load_questions, spread_by_category  # noqa: E402
 from swift_vllm.search.phase import Phase  # noqa: E402
 from swift_vllm.search.searcher import Searcher, starting_set  # noqa: E402
-from swift_vllm.skip_set import SkipSet  # noqa: E402
+from swift_vllm.skip_set import SkipSet, default_skip_set  # noqa: E402
 
 NUM_LAYERS = 30  # SmolLM2-135M
 EVAL_PROMPTS = 8  # as the engine test
@@ -116,6 +120,20 @@ def replay(
     return windows
 
 
+def score_cache(evaluator: HFMatchness, path: Path) -> None:
+    """Each cached set's matchness beside its size's starting and random sets."""
+    for key, entry in json.loads(path.read_text()).items():
+        found = SkipSet(tuple(entry["attention"]), tuple(entry["mlp"]))
+        start = default_skip_set(NUM_LAYERS, found.size / (2 * (NUM_LAYERS - 2)))
+        baseline = sorted(evaluator(s) for s in random_sets(found.size))
+        print(
+            f"{key.rsplit('_', 1)[-1]} ({found.size} sub-layers): found {evaluator(found):.3f}, "
+            f"middle-out start {evaluator(start):.3f}, {RANDOM_SETS} random sets: "
+            f"best {baseline[-1]:.3f}, median {baseline[RANDOM_SETS // 2]:.3f}",
+            flush=True,
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="0", help="comma-separated window-draw seeds")
@@ -124,6 +142,7 @@ def main() -> None:
     parser.add_argument("--num-prompts", type=int, default=24, help="outputs the windows come from")
     parser.add_argument("--max-tokens", type=int, default=192)
     parser.add_argument("--outputs", type=Path, default=Path("/tmp/search_replay_outputs.json"))
+    parser.add_argument("--score-cache", type=Path, help="score this cache file's sets instead")
     args = parser.parse_args()
     torch.set_num_threads(2)
 
@@ -139,6 +158,9 @@ def main() -> None:
             for o in outputs[:EVAL_PROMPTS]
         ],
     )
+    if args.score_cache:
+        score_cache(evaluator, args.score_cache)
+        return
     config = SelfSkipConfig(
         skip_ratio=args.skip_ratio, search_start="random", max_opt_iter=args.max_opt_iter
     )
