@@ -126,7 +126,7 @@ def race(model: str, sets: dict[str, dict], num_prompts: int, max_tokens: int, r
             + " tok/s",
             flush=True,
         )
-    acceptance = {}
+    measured = {}
     for label in labels[1:]:
         # Step costs as the proposer timed them, the same way for every set
         # (each search predicted with the costs it measured in its own run).
@@ -134,12 +134,12 @@ def race(model: str, sets: dict[str, dict], num_prompts: int, max_tokens: int, r
         cost_ratio = (stats["draft_seconds"] / stats["draft_steps"]) / (
             stats["verify_seconds"] / stats["verify_steps"]
         )
-        acceptance[label] = (
+        measured[label] = (
             accepted[label] / drafted[label],
             1 + accepted[label] / steps[label],
             cost_ratio,
         )
-    return rates, acceptance
+    return rates, measured
 
 
 def _cell(value: float | None, spec: str, suffix: str = "") -> str:
@@ -170,7 +170,7 @@ def main() -> None:
         sets[label] = entry.skip_set.to_dict()
     start = starting_set(states["0.2"]["num_layers"], SelfSkipConfig(skip_ratio=0.2))
     sets[START] = start.to_dict()
-    rates, acceptance = race(model, sets, args.num_prompts, args.max_tokens, args.rounds)
+    rates, measured = race(model, sets, args.num_prompts, args.max_tokens, args.rounds)
 
     plain = rates["vanilla"]
     rows = []
@@ -181,7 +181,7 @@ def main() -> None:
     for label in [*RATIOS, START]:
         state = states.get(label, {})
         speedups = [rate / base for rate, base in zip(rates[label], plain, strict=True)]
-        acceptance_rate, accepted_length, cost_ratio = acceptance[label]
+        acceptance_rate, accepted_length, cost_ratio = measured[label]
         row = {
             "ratio": label,
             "found_ratio": state.get("skip_ratio"),

@@ -123,8 +123,8 @@ def replay(
 def score_cache(evaluator: HFMatchness, path: Path) -> None:
     """Each cached set's matchness beside its size's starting and random sets."""
     for key, entry in json.loads(path.read_text()).items():
-        found = SkipSet(tuple(entry["attention"]), tuple(entry["mlp"]))
-        start = default_skip_set(NUM_LAYERS, found.size / (2 * (NUM_LAYERS - 2)))
+        found = SkipSet.from_dict(entry)
+        start = default_skip_set(NUM_LAYERS, found.ratio(NUM_LAYERS))
         baseline = sorted(evaluator(s) for s in random_sets(found.size))
         print(
             f"{key.rsplit('_', 1)[-1]} ({found.size} sub-layers): found {evaluator(found):.3f}, "
