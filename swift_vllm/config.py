@@ -107,7 +107,10 @@ class SelfSkipConfig:
     """... or after this many scored candidates in a row that improve nothing."""
 
     max_score: float = 0.93
-    """... or once the best set's matchness exceeds this, in (0, 1]."""
+    """... or once the best set's matchness exceeds this, in (0, 1]: by two
+    binomial standard errors over the distinct tokens it was scored on, and
+    on at least three windows' worth of them (successive windows of one
+    request overlap; a few can be one easy paragraph)."""
 
     context_window: int = 50
     """Matchness is measured over the last this-many tokens the full model

@@ -23,7 +23,7 @@ from swift_vllm.config import SelfSkipConfig
 from swift_vllm.guard import Cycle, Mode, ProfitabilityGuard
 from swift_vllm.layer_skip import skipped_forward
 from swift_vllm.lookup import lookup_draft
-from swift_vllm.scoring import score_candidates, select_windows
+from swift_vllm.scoring import ScoredWindows, score_candidates, select_windows
 from swift_vllm.skip_set import SkipSet
 from swift_vllm.stats import DraftStats
 from swift_vllm.vllm_compat import DecoderStack, RunnerView, self_skip_options
@@ -83,6 +83,7 @@ class SelfSkipProposer:
         # forward spends its duration.
         self._scoring_credit = 0.0
         self._credit_updated: float | None = None
+        self._scored_windows = ScoredWindows()
 
     def attach_runner(self, runner: RunnerView) -> None:
         """Called by the patched model runner right after it built us."""
@@ -149,7 +150,9 @@ class SelfSkipProposer:
         lengths = num_tokens_no_spec[:num_reqs].astype(np.int64)
         budgets = np.minimum(self.max_draft_len, self.max_model_len - lengths)
         rows = [i for i in range(num_reqs) if sampled_token_ids[i] and budgets[i] > 0]
-        scored = self._search is not None and self._search_step(rows, lengths, token_ids_cpu)
+        scored = self._search is not None and self._search_step(
+            rows, req_ids, lengths, token_ids_cpu
+        )
 
         drafts: list[list[int]] = [[] for _ in range(num_reqs)]
         if self.options.lookup:
@@ -259,7 +262,9 @@ class SelfSkipProposer:
                 Cycle(len(req_ids), draft_tokens, previous.draft_steps, started - previous.started)
             )
 
-    def _search_step(self, rows: list[int], lengths: np.ndarray, token_ids: np.ndarray) -> bool:
+    def _search_step(
+        self, rows: list[int], req_ids: list[str], lengths: np.ndarray, token_ids: np.ndarray
+    ) -> bool:
         """Take up the search's best set; while it optimizes, score its
         candidates on the tokens the full model just generated. Returns
         whether it scored."""
@@ -287,7 +292,10 @@ class SelfSkipProposer:
         self.stats.scoring_seconds += seconds
         window_tokens = sum(len(w.inputs) for w in windows)
         self._search.report_scores(
-            list(zip(candidates, scores, strict=True)), window_tokens, seconds
+            list(zip(candidates, scores, strict=True)),
+            window_tokens,
+            seconds,
+            self._scored_windows.new_tokens(windows, req_ids),
         )
         return True
 

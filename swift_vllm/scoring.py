@@ -67,6 +67,27 @@ def select_windows(
     return windows
 
 
+class ScoredWindows:
+    """Where each running request's last scored window ended. At batch 1
+    successive windows are one request's last tokens a few steps apart and
+    share most of them; the search counts its evidence in new tokens."""
+
+    def __init__(self) -> None:
+        self._until: dict[str, int] = {}
+
+    def new_tokens(self, windows: list[Window], req_ids: list[str]) -> int:
+        """Tokens of ``windows`` (rows of the batch ``req_ids``) that no
+        earlier scored window of their request held; forgets finished requests."""
+        new = 0
+        for window in windows:
+            end = window.start + len(window.inputs)
+            new += end - max(window.start, self._until.get(req_ids[window.row], 0))
+            self._until[req_ids[window.row]] = end
+        running = set(req_ids)
+        self._until = {r: end for r, end in self._until.items() if r in running}
+        return new
+
+
 def score_candidates(
     runner: RunnerView, stack: DecoderStack, windows: list[Window], candidates: list[SkipSet]
 ) -> list[float]:

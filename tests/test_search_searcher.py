@@ -101,6 +101,29 @@ def test_stops_when_best_passes_max_score_on_enough_windows():
     assert searcher.propose(2) == []
 
 
+def test_overlapping_windows_are_not_enough_to_stop():
+    """At batch 1 successive windows share most tokens: four windows with 10
+    new tokens each are one easy paragraph, not evidence of a 0.97 set."""
+    searcher = Searcher(LAYERS, SelfSkipConfig(skip_ratio=0.2), draft_len=8)
+    for _ in range(8):
+        batch = searcher.propose(2)
+        searcher.report_scores([(c.skip_set, 0.97) for c in batch], 50, 0.0, new_tokens=10)
+    assert searcher.phase.phase is Phase.OPTIMIZING
+    constant_scores(searcher, 0.97, steps=3)  # 150 new tokens: enough
+    assert "max_score" in searcher.phase.reason
+
+
+def test_max_score_stop_needs_confidence_not_just_the_mean():
+    """A mean just above max_score over three windows is within two
+    standard errors of it: the search goes on until the evidence says so."""
+    searcher = Searcher(LAYERS, SelfSkipConfig(skip_ratio=0.2, max_score=0.9), draft_len=8)
+    constant_scores(searcher, 0.91, steps=4)
+    assert searcher.phase.phase is Phase.OPTIMIZING
+    constant_scores(searcher, 0.95, steps=8)
+    assert searcher.phase.phase is Phase.ACCELERATING
+    assert "max_score" in searcher.phase.reason
+
+
 def test_stops_after_max_tolerance_iter_without_improvement():
     config = SelfSkipConfig(skip_ratio=0.2, max_tolerance_iter=10)
     searcher = Searcher(LAYERS, config, draft_len=8)
@@ -126,7 +149,7 @@ def test_stops_after_max_opt_iter():
 def test_restarts_when_acceptance_drops_below_matchness():
     config = SelfSkipConfig(skip_ratio=0.2, restart_window=100, restart_drop=0.2)
     searcher = Searcher(LAYERS, config, draft_len=8)
-    constant_scores(searcher, 0.95, steps=3)
+    constant_scores(searcher, 0.97, steps=3)
     chosen = searcher.incumbent()
     assert searcher.phase.phase is Phase.ACCELERATING
 

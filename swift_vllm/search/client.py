@@ -13,7 +13,7 @@ Use from the proposer, once per decoding step::
     skip_set = client.current()              # draft with this
     batch = client.candidates()              # [] most steps
     if batch:                                # score all on one window
-        client.report_scores(list(zip(batch, matchness)), window_tokens, seconds)
+        client.report_scores(list(zip(batch, matchness)), window_tokens, seconds, new_tokens)
     client.report_acceptance(skip_set, accepted, rejected, draft_s, verify_s, bs)
 """
 
@@ -241,14 +241,20 @@ class SearchClient:
         scores: Sequence[tuple[SkipSet, float]],
         window_tokens: int,
         scoring_s: float = 0.0,
+        new_tokens: int | None = None,
     ) -> None:
         """Matchness (share of the window's next tokens the skipped model's
         argmax got right) of sets scored on the same ``window_tokens``-token
-        window, and the seconds scoring took. Asks for the next batch."""
+        window, the seconds scoring took, and how many of the window's tokens
+        the previous window did not hold (None: all). Asks for the next batch."""
         with self._lock:
             self._submit(
                 lambda actor: actor.report_scores.remote(
-                    self.key, [(s, float(v)) for s, v in scores], window_tokens, scoring_s
+                    self.key,
+                    [(s, float(v)) for s, v in scores],
+                    window_tokens,
+                    scoring_s,
+                    new_tokens,
                 )
             )
             self._request_candidates()

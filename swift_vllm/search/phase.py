@@ -12,8 +12,9 @@ class Phase(StrEnum):
     """The set is chosen; only drafting (and watching acceptance) runs."""
 
 
-# A new best must have been scored on this many windows before its score
-# can end the search: one lucky 50-token window is not a matchness of 0.93.
+# A set's score counts as measured (to end the search, or to compare sizes)
+# once it covers this many windows: one lucky 50-token window is not a
+# matchness of 0.93.
 MIN_WINDOWS_TO_STOP = 3
 
 
@@ -21,7 +22,8 @@ MIN_WINDOWS_TO_STOP = 3
 class PhaseTracker:
     """Counts scored candidates and decides when to stop and restart.
 
-    Stops by the reference rules (best score above ``max_score``,
+    Stops by the reference rules (best score above ``max_score``: here a
+    lower confidence bound of it, see ``Searcher``;
     ``max_tolerance_iter`` candidates in a row without improvement,
     ``max_opt_iter`` candidates). Restarts when acceptance over a block of
     ``restart_window`` verified draft tokens falls ``restart_drop`` below the
@@ -57,16 +59,14 @@ class PhaseTracker:
         self.total_iterations += 1
         self.since_improvement = 0 if improved else self.since_improvement + 1
 
-    def maybe_stop(self, best_score: float | None, windows: int) -> bool:
-        """Enter the acceleration phase if a stop rule holds; True if it did."""
+    def maybe_stop(self, best_score_bound: float | None) -> bool:
+        """Enter the acceleration phase if a stop rule holds; True if it did.
+        ``best_score_bound``: a lower confidence bound of the best set's
+        matchness, None while it is measured too little to end the search."""
         if self.phase is not Phase.OPTIMIZING:
             return False
-        if (
-            best_score is not None
-            and best_score > self.max_score
-            and windows >= MIN_WINDOWS_TO_STOP
-        ):
-            reason = f"best matchness {best_score:.3f} > max_score {self.max_score}"
+        if best_score_bound is not None and best_score_bound > self.max_score:
+            reason = f"best matchness > {best_score_bound:.3f} > max_score {self.max_score}"
         elif self.since_improvement >= self.max_tolerance_iter:
             reason = f"{self.since_improvement} candidates without improvement"
         elif self.iterations >= self.max_opt_iter:

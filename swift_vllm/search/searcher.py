@@ -60,6 +60,9 @@ ADDITIVE_SHARE = 0.5
 ADDITIVE_MIN_WINDOWS = 4
 # A window number for scores that came with no window (a cached score).
 NO_WINDOW = -1
+# The max_score stop needs the best set's matchness above max_score by this
+# many binomial standard errors over the distinct tokens it was scored on.
+STOP_CONFIDENCE_Z = 2.0
 
 
 def _rounded(value: float) -> float:
@@ -160,6 +163,9 @@ class Searcher:
         self._rng = random.Random(0)  # reproducible searches
         self._scores: dict[SkipSet, list[tuple[int, float]]] = {}
         """Per set, its raw scores and the windows they were measured on."""
+        self._new_tokens: Counter[SkipSet] = Counter()
+        """Per set, the window tokens it was scored on that the previous
+        window did not hold: its evidence in distinct tokens."""
         self._model = AdditiveModel(self.dims)
         self._window_noise = 0.5 / math.sqrt(config.context_window)
         """Standard deviation of one window's matchness, at most (binomial)."""
@@ -234,9 +240,14 @@ class Searcher:
     # --- what the proposer reports ---
 
     def report_scores(
-        self, scores: list[tuple[SkipSet, float]], window_tokens: int, scoring_s: float
+        self,
+        scores: list[tuple[SkipSet, float]],
+        window_tokens: int,
+        scoring_s: float,
+        new_tokens: int | None = None,
     ) -> None:
-        """Matchness of sets scored together on one ``window_tokens`` window.
+        """Matchness of sets scored together on one ``window_tokens`` window,
+        ``new_tokens`` of which the previous window did not hold (None: all).
         Late reports (after the optimization phase ended) only count time."""
         self.scoring_s += scoring_s
         if self.phase.phase is not Phase.OPTIMIZING or not scores or window_tokens < 1:
@@ -251,6 +262,7 @@ class Searcher:
         baseline = scores[0][0] if scores[0][0] in self._scores else None
         for skip_set, value in scores:
             self._scores.setdefault(skip_set, []).append((window, value))
+            self._new_tokens[skip_set] += window_tokens if new_tokens is None else new_tokens
             if skip_set == baseline:
                 continue
             # Improving means a better predicted speedup: with a fixed ratio
@@ -265,10 +277,7 @@ class Searcher:
         # With an adaptive ratio, matchness above max_score says "skip more",
         # not "stop": it ends the search only at the largest ratio.
         at_largest = incumbent.size == self.sizes[-1]
-        self.phase.maybe_stop(
-            self.score(incumbent) if at_largest else None,
-            len(self._scores.get(incumbent, ())),
-        )
+        self.phase.maybe_stop(self._stop_bound(incumbent) if at_largest else None)
 
     def report_acceptance(self, report: AcceptanceReport) -> None:
         """Drafting results: costs feed the adaptive ratio; the incumbent's
@@ -282,6 +291,7 @@ class Searcher:
         ):
             # Scores measured on the old stream no longer say anything.
             self._scores.clear()
+            self._new_tokens.clear()
             self._model.clear()
             self._probes.clear()
             self._start = incumbent
@@ -348,6 +358,19 @@ class Searcher:
         discount lucky newcomers would keep displacing a well-measured set
         (and make the most-sampled ratio look best)."""
         return self.score(skip_set) - self._window_noise / math.sqrt(len(self._scores[skip_set]))
+
+    def _stop_bound(self, skip_set: SkipSet) -> float | None:
+        """The set's matchness less ``STOP_CONFIDENCE_Z`` binomial standard
+        errors over the distinct tokens it was scored on; None below
+        ``MIN_WINDOWS_TO_STOP`` windows' worth of them. Distinct tokens, not
+        windows: at batch 1 successive windows are one request's last tokens
+        a few steps apart, so three windows can be one easy paragraph, and a
+        search stopped on it keeps a set that is ordinary elsewhere."""
+        tokens = self._new_tokens[skip_set]
+        if tokens < MIN_WINDOWS_TO_STOP * self.config.context_window:
+            return None
+        mean = self.score(skip_set)
+        return mean - STOP_CONFIDENCE_Z * math.sqrt(mean * (1.0 - mean) / tokens)
 
     def _contender(self, incumbent: SkipSet) -> SkipSet | None:
         """The best-scoring set of the incumbent's size that is scored on
