@@ -50,10 +50,11 @@ def load_questions(path: Path | str | None = None) -> list[dict]:
 
 
 def spread_by_category(questions: list[dict], count: int) -> list[dict]:
-    """``count`` questions taking categories in turn, so every category appears."""
+    """``count`` questions taking categories in turn, so every category
+    appears (questions without one form a category of their own)."""
     by_category: dict[str, list[dict]] = {}
     for question in questions:
-        by_category.setdefault(question["category"], []).append(question)
+        by_category.setdefault(question.get("category", ""), []).append(question)
     picked: list[dict] = []
     while len(picked) < count and any(by_category.values()):
         for bucket in by_category.values():

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from swift_vllm.commands.bench import resolve_model
 from swift_vllm.config import METHOD_NAME, SelfSkipConfig
-from swift_vllm.engine import chat_prompts, load_questions, make_llm
+from swift_vllm.engine import chat_prompts, load_questions, make_llm, spread_by_category
 from swift_vllm.models import KNOWN_MODELS
 from swift_vllm.search.cache import SkipSetCache, cache_key
 from swift_vllm.vllm_compat import WORKER_EXTENSION
@@ -107,8 +107,10 @@ def search(
     max_tokens: int,
     max_batches: int,
 ) -> dict:
-    """Decode ``questions`` (cycling) in batches until the search for
-    ``model`` and ``options.task`` stops; returns its final status."""
+    """Decode ``questions`` (cycling, categories in turn) in batches until
+    the search for ``model`` and ``options.task`` stops; returns its final
+    status. A search sees a dozen or so prompts: taken in file order they
+    would be one or two categories, and the set found would fit those."""
     from vllm import SamplingParams
 
     from swift_vllm.search import disconnect, status
@@ -120,7 +122,8 @@ def search(
     key = cache_key(model, options.task)
     llm = make_llm(model, spec, worker_extension_cls=WORKER_EXTENSION)
     try:
-        prompts = itertools.cycle(chat_prompts(llm, questions))
+        spread = spread_by_category(questions, len(questions))
+        prompts = itertools.cycle(chat_prompts(llm, spread))
         params = SamplingParams(temperature=0.0, max_tokens=max_tokens)
         state = status().get(key, {})
         with tqdm(total=max_batches, unit="batch", desc="searching skip set") as progress:
