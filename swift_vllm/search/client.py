@@ -246,7 +246,8 @@ class SearchClient:
         """Matchness (share of the window's next tokens the skipped model's
         argmax got right) of sets scored on the same ``window_tokens``-token
         window, the seconds scoring took, and how many of the window's tokens
-        the previous window did not hold (None: all). Asks for the next batch."""
+        no earlier scored window of the same request held (None: all). Asks
+        for the next batch."""
         with self._lock:
             self._submit(
                 lambda actor: actor.report_scores.remote(

@@ -66,7 +66,10 @@ class PhaseTracker:
         if self.phase is not Phase.OPTIMIZING:
             return False
         if best_score_bound is not None and best_score_bound > self.max_score:
-            reason = f"best matchness > {best_score_bound:.3f} > max_score {self.max_score}"
+            reason = (
+                f"best matchness above {best_score_bound:.3f} (confidence bound)"
+                f" > max_score {self.max_score}"
+            )
         elif self.since_improvement >= self.max_tolerance_iter:
             reason = f"{self.since_improvement} candidates without improvement"
         elif self.iterations >= self.max_opt_iter:

@@ -164,8 +164,8 @@ class Searcher:
         self._scores: dict[SkipSet, list[tuple[int, float]]] = {}
         """Per set, its raw scores and the windows they were measured on."""
         self._new_tokens: Counter[SkipSet] = Counter()
-        """Per set, the window tokens it was scored on that the previous
-        window did not hold: its evidence in distinct tokens."""
+        """Per set, the new tokens (see ``report_scores``) of the windows it
+        was scored on: its evidence in distinct tokens."""
         self._model = AdditiveModel(self.dims)
         self._window_noise = 0.5 / math.sqrt(config.context_window)
         """Standard deviation of one window's matchness, at most (binomial)."""
@@ -247,7 +247,8 @@ class Searcher:
         new_tokens: int | None = None,
     ) -> None:
         """Matchness of sets scored together on one ``window_tokens`` window,
-        ``new_tokens`` of which the previous window did not hold (None: all).
+        ``new_tokens`` of which no earlier scored window of the same request
+        held (None: all).
         Late reports (after the optimization phase ended) only count time."""
         self.scoring_s += scoring_s
         if self.phase.phase is not Phase.OPTIMIZING or not scores or window_tokens < 1:
