@@ -129,7 +129,10 @@ class SelfSkipConfig:
 
     restart_drop: float = 0.2
     """... and optimization restarts when a block's acceptance falls more than
-    this below the chosen set's matchness (the input stream changed)."""
+    this below the chosen set's acceptance before it was chosen, or else its
+    first block's (the input stream changed). Not below its matchness:
+    confidence-stopped drafts end on a doubtful token, so acceptance runs
+    below matchness on an unchanged stream."""
 
     cache_path: str | None = None
     """JSON file of found skip sets keyed by model and task;

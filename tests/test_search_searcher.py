@@ -146,27 +146,48 @@ def test_stops_after_max_opt_iter():
     assert searcher.phase.total_iterations == 13
 
 
-def test_restarts_when_acceptance_drops_below_matchness():
+def _drafted(searcher: Searcher, skip_set: SkipSet, accepted: int, rejected: int) -> None:
+    searcher.report_acceptance(AcceptanceReport(skip_set, accepted, rejected, 0.01, 0.05, 1))
+
+
+def test_restarts_when_acceptance_drops_below_the_sets_own():
     config = SelfSkipConfig(skip_ratio=0.2, restart_window=100, restart_drop=0.2)
     searcher = Searcher(LAYERS, config, draft_len=8)
     constant_scores(searcher, 0.97, steps=3)
     chosen = searcher.incumbent()
     assert searcher.phase.phase is Phase.ACCELERATING
 
-    def drafted(skip_set: SkipSet, accepted: int, rejected: int) -> None:
-        searcher.report_acceptance(AcceptanceReport(skip_set, accepted, rejected, 0.01, 0.05, 1))
-
-    drafted(SkipSet(attention=(1,)), 0, 200)  # not the chosen set: ignored
-    drafted(chosen, 85, 15)  # 0.85: within the drop
+    _drafted(searcher, SkipSet(attention=(1,)), 0, 200)  # not the chosen set: ignored
+    _drafted(searcher, chosen, 85, 15)  # the first block: 0.85 is the reference
+    _drafted(searcher, chosen, 70, 30)  # 0.70: within the drop
     assert searcher.phase.phase is Phase.ACCELERATING
-    drafted(chosen, 30, 30)
-    drafted(chosen, 20, 20)  # 0.5 over a block
+    _drafted(searcher, chosen, 30, 30)
+    _drafted(searcher, chosen, 20, 20)  # 0.5 over a block
     assert searcher.phase.phase is Phase.OPTIMIZING
     assert searcher.phase.restarts == 1
     assert "acceptance 0.500" in searcher.phase.reason
     batch = searcher.propose(2)
     assert batch[0].skip_set == chosen  # the search resumes from the chosen set
     assert searcher.score(chosen) is None  # scored afresh on the new stream
+
+
+def test_acceptance_below_matchness_on_a_steady_stream_is_no_restart():
+    """Confidence-stopped drafts end on a doubtful token: a set with
+    matchness 0.97 may draft at 0.72 on the stream it was chosen on. That
+    is its acceptance, not a changed stream."""
+    config = SelfSkipConfig(skip_ratio=0.2, restart_window=100, restart_drop=0.2)
+    searcher = Searcher(LAYERS, config, draft_len=8)
+    while searcher.phase.phase is Phase.OPTIMIZING:
+        batch = searcher.propose(2)
+        _drafted(searcher, batch[0].skip_set, 72, 28)  # drafting with the incumbent
+        searcher.report_scores([(c.skip_set, 0.97) for c in batch], 50, 0.0)
+    chosen = searcher.incumbent()
+    for _ in range(5):
+        _drafted(searcher, chosen, 72, 28)
+    assert searcher.phase.phase is Phase.ACCELERATING
+    assert searcher.phase.reference_acceptance == pytest.approx(0.72)
+    _drafted(searcher, chosen, 45, 55)  # now the stream did change
+    assert searcher.phase.phase is Phase.OPTIMIZING
 
 
 def test_adaptive_ratio_maximises_predicted_speedup():

@@ -166,6 +166,9 @@ class Searcher:
         self._new_tokens: Counter[SkipSet] = Counter()
         """Per set, the new tokens (see ``report_scores``) of the windows it
         was scored on: its evidence in distinct tokens."""
+        self._accepted: Counter[SkipSet] = Counter()
+        self._checked: Counter[SkipSet] = Counter()
+        """Per set, draft tokens accepted and verified while optimizing."""
         self._model = AdditiveModel(self.dims)
         self._window_noise = 0.5 / math.sqrt(config.context_window)
         """Standard deviation of one window's matchness, at most (binomial)."""
@@ -286,13 +289,18 @@ class Searcher:
         self.costs.observe(report.skip_set.size, report.draft_step_s, report.verify_step_s)
         self.batch_size = report.batch_size
         self._retarget()
+        if self.phase.phase is Phase.OPTIMIZING:
+            self._accepted[report.skip_set] += report.accepted
+            self._checked[report.skip_set] += report.accepted + report.rejected
         incumbent = self.incumbent()
         if report.skip_set == incumbent and self.phase.record_acceptance(
-            report.accepted, report.rejected, self.score(incumbent)
+            report.accepted, report.rejected, self._acceptance_before(incumbent)
         ):
             # Scores measured on the old stream no longer say anything.
             self._scores.clear()
             self._new_tokens.clear()
+            self._accepted.clear()
+            self._checked.clear()
             self._model.clear()
             self._probes.clear()
             self._start = incumbent
@@ -359,6 +367,14 @@ class Searcher:
         discount lucky newcomers would keep displacing a well-measured set
         (and make the most-sampled ratio look best)."""
         return self.score(skip_set) - self._window_noise / math.sqrt(len(self._scores[skip_set]))
+
+    def _acceptance_before(self, skip_set: SkipSet) -> float | None:
+        """The set's acceptance while the search ran, over at least one
+        ``restart_window`` block of verified draft tokens; else None."""
+        checked = self._checked[skip_set]
+        if checked < self.config.restart_window:
+            return None
+        return self._accepted[skip_set] / checked
 
     def _stop_bound(self, skip_set: SkipSet) -> float | None:
         """The set's matchness less ``STOP_CONFIDENCE_Z`` binomial standard
