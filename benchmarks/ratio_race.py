@@ -25,8 +25,9 @@ import sys
 import time
 from pathlib import Path
 
+from swift_vllm.bench.methods import fixed_set_config
 from swift_vllm.commands.bench import resolve_model
-from swift_vllm.config import METHOD_NAME, SelfSkipConfig
+from swift_vllm.config import SelfSkipConfig
 from swift_vllm.engine import (
     chat_prompts,
     load_questions,
@@ -74,18 +75,10 @@ def race(model: str, sets: dict[str, dict], num_prompts: int, max_tokens: int, r
 
     engines = {"vanilla": make_llm(model, max_num_seqs=1)}
     for label, skip_set in sets.items():
-        spec = {
-            "method": METHOD_NAME,
-            "num_speculative_tokens": DRAFT_LEN,
-            "attention_skip": skip_set["attention"],
-            "mlp_skip": skip_set["mlp"],
-            "lookup": False,
-            "guard": False,
-        }
         # Per-request counters: vLLM's global metrics follow the newest engine only.
         engines[label] = make_llm(
             model,
-            spec,
+            fixed_set_config(skip_set, DRAFT_LEN),
             max_num_seqs=1,
             per_request_spec_decode_metrics="summary",
             worker_extension_cls=WORKER_EXTENSION,

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from vllm import SamplingParams
 
+from swift_vllm.bench.methods import fixed_set_config
 from swift_vllm.commands.bench import resolve_model
-from swift_vllm.config import METHOD_NAME
 from swift_vllm.engine import chat_prompts, load_questions, make_llm, spread_by_category
 from swift_vllm.skip_set import SkipSet, default_skip_set
 
@@ -27,14 +27,7 @@ def acceptance(
     model: str, skip_set: SkipSet, questions: list[dict], lengths: list[int]
 ) -> dict[int, float]:
     """Per output length: accepted / verified draft tokens over the prompts."""
-    spec = {
-        "method": METHOD_NAME,
-        "num_speculative_tokens": DRAFT_LEN,
-        "attention_skip": list(skip_set.attention),
-        "mlp_skip": list(skip_set.mlp),
-        "lookup": False,
-        "guard": False,
-    }
+    spec = fixed_set_config(skip_set.to_dict(), DRAFT_LEN)
     llm = make_llm(model, spec, max_num_seqs=8, per_request_spec_decode_metrics="summary")
     rates = {}
     for length in lengths:

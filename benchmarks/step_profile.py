@@ -29,8 +29,8 @@ os.environ["VLLM_ALLOW_INSECURE_SERIALIZATION"] = "1"
 
 from vllm import SamplingParams  # noqa: E402
 
+from swift_vllm.bench.methods import fixed_set_config  # noqa: E402
 from swift_vllm.commands.bench import resolve_model  # noqa: E402
-from swift_vllm.config import METHOD_NAME  # noqa: E402
 from swift_vllm.engine import chat_prompts, load_questions, make_llm, spread_by_category  # noqa: E402
 
 # The set the adaptive search found in the ratio race (smollm2/ratio-race).
@@ -152,17 +152,12 @@ def main() -> None:
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     args.out.mkdir(parents=True, exist_ok=True)
     model = str(resolve_model(args.model))
-    spec_config = {
-        "method": METHOD_NAME,
-        "num_speculative_tokens": DRAFT_LEN,
-        "attention_skip": args.skip_set["attention"],
-        "mlp_skip": args.skip_set["mlp"],
-        "lookup": False,
-        "guard": False,
-    }
     engines = {
         name: make_llm(model, spec, max_num_seqs=1)
-        for name, spec in (("plain", None), ("self-skip", spec_config))
+        for name, spec in (
+            ("plain", None),
+            ("self-skip", fixed_set_config(args.skip_set, DRAFT_LEN)),
+        )
     }
     prompts = chat_prompts(engines["plain"], spread_by_category(load_questions(), args.num_prompts))
     params = SamplingParams(temperature=0.0, max_tokens=args.max_tokens, ignore_eos=True)

@@ -10,7 +10,13 @@ from pathlib import Path
 import psutil
 import pytest
 
-from swift_vllm.bench.methods import METHODS, notes, parse_labels, speculative_configs
+from swift_vllm.bench.methods import (
+    METHODS,
+    fixed_set_config,
+    notes,
+    parse_labels,
+    speculative_configs,
+)
 from swift_vllm.bench.offline import MethodRun, Workload, select_questions, write_answers
 from swift_vllm.bench.online import (
     ServeWorkload,
@@ -32,6 +38,7 @@ from swift_vllm.bench.report import (
 )
 from swift_vllm.bench.speed import load_answers, speed_report
 from swift_vllm.cli import build_parser
+from swift_vllm.config import SelfSkipConfig
 from swift_vllm.stats import DraftStats
 
 
@@ -314,6 +321,16 @@ def test_method_configs():
     assert configs["self-skip-noguard"]["skip_ratio"] == 0.2
     assert any("prompt_lookup_min 2" in note for note in notes(["vanilla", "ngram"]))
     assert not any("ngram" in note for note in notes(["vanilla", "self-skip"]))
+
+
+def test_fixed_set_config_is_a_valid_pure_self_skip_config():
+    config = fixed_set_config({"attention": [3, 6], "mlp": [17]}, 4)
+    options = SelfSkipConfig.from_dict(
+        {k: v for k, v in config.items() if k not in ("method", "num_speculative_tokens")}
+    )
+    assert config["method"] == "self-skip" and config["num_speculative_tokens"] == 4
+    assert options.has_fixed_set and not options.lookup and not options.guard
+    assert (options.attention_skip, options.mlp_skip) == ([3, 6], [17])
 
 
 def test_method_labels_are_checked():

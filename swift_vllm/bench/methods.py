@@ -34,6 +34,20 @@ NOTES = {
 }
 
 
+def fixed_set_config(skip_set: dict[str, list[int]], num_speculative_tokens: int) -> dict:
+    """Pure self-skip drafting with ``skip_set`` (``attention`` / ``mlp``
+    layer lists) on every step: no search, lookup and guard off, so what is
+    measured is the set itself."""
+    return {
+        "method": METHOD_NAME,
+        "num_speculative_tokens": num_speculative_tokens,
+        "attention_skip": list(skip_set["attention"]),
+        "mlp_skip": list(skip_set["mlp"]),
+        "lookup": False,
+        "guard": False,
+    }
+
+
 def parse_labels(text: str) -> list[str]:
     """Comma-separated method labels, checked against ``METHODS``."""
     labels = [label.strip() for label in text.split(",") if label.strip()]
