@@ -139,6 +139,8 @@ def main() -> None:
     parser.add_argument("--seeds", default="0", help="comma-separated window-draw seeds")
     parser.add_argument("--skip-ratio", type=float, default=0.2)
     parser.add_argument("--max-opt-iter", type=int, default=100)
+    parser.add_argument("--search-start", choices=["random", "middle"], default="random")
+    parser.add_argument("--playoff-windows", type=int, default=SelfSkipConfig.playoff_windows)
     parser.add_argument("--num-prompts", type=int, default=24, help="outputs the windows come from")
     parser.add_argument("--max-tokens", type=int, default=192)
     parser.add_argument("--outputs", type=Path, default=Path("/tmp/search_replay_outputs.json"))
@@ -162,7 +164,10 @@ def main() -> None:
         score_cache(evaluator, args.score_cache)
         return
     config = SelfSkipConfig(
-        skip_ratio=args.skip_ratio, search_start="random", max_opt_iter=args.max_opt_iter
+        skip_ratio=args.skip_ratio,
+        search_start=args.search_start,
+        max_opt_iter=args.max_opt_iter,
+        playoff_windows=args.playoff_windows,
     )
     start = starting_set(NUM_LAYERS, config)
     baseline = [evaluator(s) for s in random_sets(start.size)]
@@ -179,6 +184,15 @@ def main() -> None:
             f"found {evaluator(found):.3f} (its own estimate {searcher.score(found):.3f}): "
             f"{json.dumps(found.to_dict())}"
         )
+        playoff = searcher.status()["playoff"]
+        if playoff is not None:
+            # The search's number 1 is what it would have chosen without the playoff.
+            held_out = [evaluator(SkipSet.from_dict(f["set"])) for f in playoff["finalists"]]
+            means = [f["mean_matchness"] for f in playoff["finalists"]]
+            print(
+                "  playoff finalists (the search's ranking), held-out / playoff mean: "
+                + ", ".join(f"{h:.3f}/{m:.3f}" for h, m in zip(held_out, means, strict=True))
+            )
 
 
 if __name__ == "__main__":

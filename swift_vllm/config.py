@@ -112,6 +112,15 @@ class SelfSkipConfig:
     on at least three windows' worth of them (successive windows of one
     request overlap; a few can be one easy paragraph)."""
 
+    playoff_windows: int = 8
+    """When a stop rule holds, the search's best ``candidates_per_step + 1``
+    sets of the chosen size (the set it started from among them, if that
+    size) are scored together on this many windows' worth of distinct
+    tokens, and the best mean takes the set: each of them then had the same
+    windows, where during the search each was scored on its own few, and
+    the best-ranked is often the one whose windows were easy. 0: take the
+    search's best-ranked set."""
+
     context_window: int = 50
     """Matchness is measured over the last this-many tokens the full model
     generated (one parallel forward of the skipped model)."""
@@ -211,6 +220,10 @@ class SelfSkipConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if not isinstance(self.playoff_windows, int) or self.playoff_windows < 0:
+            raise ValueError(
+                f"playoff_windows must be an integer >= 0, got {self.playoff_windows!r}"
+            )
         if not isinstance(self.context_window, int) or self.context_window < 2:
             raise ValueError(f"context_window must be an integer >= 2, got {self.context_window!r}")
         if not 0.0 < self.max_score <= 1.0:

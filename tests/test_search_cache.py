@@ -84,10 +84,13 @@ def test_actor_state_from_cache_hit_and_miss(tmp_path, caplog):
         fresh = actor.open("smol_default", 30, config, 8)
     assert fresh.phase == "optimizing" and "unreadable" in caplog.text
 
-    for _ in range(3):  # every set scores above max_score: the search stops
+    for _ in range(20):  # every set scores above max_score: the search stops (its playoff first)
         batch = actor.propose("smol_default", 2).candidates
         done = actor.report_scores("smol_default", [(s, 0.95) for s in batch], 50, 0.0)
+        if done.phase == "accelerating":
+            break
     assert done.phase == "accelerating"
+    assert "playoff" in actor.status()["smol_default"]["phase_reason"]
     stored = json.loads(path.read_text())["smol_default"]
     assert SkipSet(tuple(stored["attention"]), tuple(stored["mlp"])) == done.skip_set
 

@@ -11,7 +11,7 @@ import torch
 from swift_vllm.config import SelfSkipConfig
 from swift_vllm.search.bayes import random_vector
 from swift_vllm.search.phase import Phase
-from swift_vllm.search.searcher import AcceptanceReport, Searcher
+from swift_vllm.search.searcher import AcceptanceReport, Searcher, starting_set
 from swift_vllm.search.speedup import CostModel, best_speedup, expected_speedup
 from swift_vllm.skip_set import SkipSet
 
@@ -92,7 +92,7 @@ def constant_scores(searcher: Searcher, score: float, steps: int) -> None:
 
 
 def test_stops_when_best_passes_max_score_on_enough_windows():
-    searcher = Searcher(LAYERS, SelfSkipConfig(skip_ratio=0.2), draft_len=8)
+    searcher = Searcher(LAYERS, SelfSkipConfig(skip_ratio=0.2, playoff_windows=0), draft_len=8)
     constant_scores(searcher, 0.97, steps=2)
     assert searcher.phase.phase is Phase.OPTIMIZING  # one lucky window is not enough
     constant_scores(searcher, 0.97, steps=2)
@@ -104,7 +104,7 @@ def test_stops_when_best_passes_max_score_on_enough_windows():
 def test_overlapping_windows_are_not_enough_to_stop():
     """At batch 1 successive windows share most tokens: four windows with 10
     new tokens each are one easy paragraph, not evidence of a 0.97 set."""
-    searcher = Searcher(LAYERS, SelfSkipConfig(skip_ratio=0.2), draft_len=8)
+    searcher = Searcher(LAYERS, SelfSkipConfig(skip_ratio=0.2, playoff_windows=0), draft_len=8)
     for _ in range(8):
         batch = searcher.propose(2)
         searcher.report_scores([(c.skip_set, 0.97) for c in batch], 50, 0.0, new_tokens=10)
@@ -116,7 +116,9 @@ def test_overlapping_windows_are_not_enough_to_stop():
 def test_max_score_stop_needs_confidence_not_just_the_mean():
     """A mean just above max_score over three windows is within two
     standard errors of it: the search goes on until the evidence says so."""
-    searcher = Searcher(LAYERS, SelfSkipConfig(skip_ratio=0.2, max_score=0.9), draft_len=8)
+    searcher = Searcher(
+        LAYERS, SelfSkipConfig(skip_ratio=0.2, max_score=0.9, playoff_windows=0), draft_len=8
+    )
     constant_scores(searcher, 0.91, steps=4)
     assert searcher.phase.phase is Phase.OPTIMIZING
     constant_scores(searcher, 0.95, steps=8)
@@ -125,7 +127,7 @@ def test_max_score_stop_needs_confidence_not_just_the_mean():
 
 
 def test_stops_after_max_tolerance_iter_without_improvement():
-    config = SelfSkipConfig(skip_ratio=0.2, max_tolerance_iter=10)
+    config = SelfSkipConfig(skip_ratio=0.2, max_tolerance_iter=10, playoff_windows=0)
     searcher = Searcher(LAYERS, config, draft_len=8)
     constant_scores(searcher, 0.5, steps=6)
     assert searcher.phase.phase is Phase.ACCELERATING
@@ -135,7 +137,9 @@ def test_stops_after_max_tolerance_iter_without_improvement():
 
 
 def test_stops_after_max_opt_iter():
-    searcher = Searcher(LAYERS, SelfSkipConfig(skip_ratio=0.2, max_opt_iter=12), draft_len=8)
+    searcher = Searcher(
+        LAYERS, SelfSkipConfig(skip_ratio=0.2, max_opt_iter=12, playoff_windows=0), draft_len=8
+    )
     rising = itertools.count()
     for _ in range(10):
         batch = searcher.propose(2)
@@ -151,7 +155,7 @@ def _drafted(searcher: Searcher, skip_set: SkipSet, accepted: int, rejected: int
 
 
 def test_restarts_when_acceptance_drops_below_the_sets_own():
-    config = SelfSkipConfig(skip_ratio=0.2, restart_window=100, restart_drop=0.2)
+    config = SelfSkipConfig(skip_ratio=0.2, restart_window=100, restart_drop=0.2, playoff_windows=0)
     searcher = Searcher(LAYERS, config, draft_len=8)
     constant_scores(searcher, 0.97, steps=3)
     chosen = searcher.incumbent()
@@ -278,3 +282,76 @@ def test_a_newcomer_that_beats_the_incumbent_once_is_scored_again():
     again = searcher.propose(2)
     assert [c.origin for c in again[:2]] == ["incumbent", "contender"]
     assert again[1].skip_set == newcomer.skip_set
+
+
+def _until_playoff(searcher: Searcher, score) -> list[SkipSet]:
+    """Score the search's batches with ``score(batch)`` until it proposes
+    its playoff; the finalists."""
+    for _ in range(500):
+        batch = searcher.propose(4)
+        if batch[0].origin == "playoff":
+            assert {c.origin for c in batch} == {"playoff"}
+            return [c.skip_set for c in batch]
+        searcher.report_scores(score(batch), 50, 0.0)
+    raise AssertionError("no playoff")
+
+
+def test_playoff_scores_the_finalists_together_and_takes_the_best_mean():
+    """When a stop rule holds, the best-ranked sets and the starting set are
+    scored on the same windows (8 windows' worth of tokens) before one is
+    chosen; a window without every finalist does not count."""
+    config = SelfSkipConfig(skip_ratio=0.2, max_opt_iter=40)
+    searcher = Searcher(LAYERS, config, draft_len=8)
+    objective = HiddenCheapSet(seed=3)
+    finalists = _until_playoff(searcher, lambda b: objective.window([c.skip_set for c in b]))
+    assert len(finalists) == 5 and starting_set(LAYERS, config) in finalists
+    assert searcher.phase.phase is Phase.OPTIMIZING
+
+    searcher.report_scores(objective.window(finalists[:2]), 50, 0.0)  # a stale batch
+    windows = 0
+    while searcher.phase.phase is Phase.OPTIMIZING:
+        assert [c.skip_set for c in searcher.propose(4)] == finalists
+        searcher.report_scores(objective.window(finalists), 50, 0.0, new_tokens=25)
+        windows += 1
+    assert windows == 16  # 8 x 50 distinct tokens, 25 new per window
+    assert searcher.incumbent() == max(finalists, key=objective.true)
+    assert "max_opt_iter" in searcher.phase.reason and "playoff of 5 sets" in searcher.phase.reason
+    playoff = searcher.status()["playoff"]
+    assert playoff["windows"] == 16 and len(playoff["finalists"]) == 5
+
+
+def test_a_set_lucky_on_its_one_window_loses_the_playoff():
+    """The search's best-ranked set at the stop was scored once, on a window
+    where it happened to match 99%; on shared windows it is ordinary."""
+    config = SelfSkipConfig(skip_ratio=0.2, max_opt_iter=30)
+    searcher = Searcher(LAYERS, config, draft_len=8)
+    rng = random.Random(7)
+    truth: dict[SkipSet, float] = {}
+    lucky: list[SkipSet] = []
+
+    def score(batch) -> list[tuple[SkipSet, float]]:
+        offset = rng.gauss(0, 0.05)
+        scores = [
+            (c.skip_set, truth.setdefault(c.skip_set, rng.uniform(0.4, 0.7)) + offset)
+            for c in batch
+        ]
+        if searcher.phase.iterations + len(batch) - 1 >= config.max_opt_iter:  # the last window
+            lucky.append(batch[-1].skip_set)
+            scores[-1] = (lucky[0], 0.99)
+        return scores
+
+    finalists = _until_playoff(searcher, score)
+    assert finalists[0] == lucky[0]
+    while searcher.phase.phase is Phase.OPTIMIZING:
+        offset = rng.gauss(0, 0.05)
+        searcher.report_scores([(s, truth[s] + offset) for s in finalists], 50, 0.0)
+    assert searcher.incumbent() == max(finalists, key=truth.__getitem__)
+    assert searcher.incumbent() != lucky[0]
+    assert "chose the search's number 1" not in searcher.phase.reason
+
+
+def test_no_playoff_with_playoff_windows_0():
+    searcher = Searcher(LAYERS, SelfSkipConfig(skip_ratio=0.2, playoff_windows=0), draft_len=8)
+    constant_scores(searcher, 0.97, steps=4)
+    assert searcher.phase.phase is Phase.ACCELERATING
+    assert "playoff" not in searcher.phase.reason and searcher.status()["playoff"] is None

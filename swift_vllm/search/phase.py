@@ -62,26 +62,27 @@ class PhaseTracker:
         self.total_iterations += 1
         self.since_improvement = 0 if improved else self.since_improvement + 1
 
-    def maybe_stop(self, best_score_bound: float | None) -> bool:
-        """Enter the acceleration phase if a stop rule holds; True if it did.
-        ``best_score_bound``: a lower confidence bound of the best set's
-        matchness, None while it is measured too little to end the search."""
+    def stop_reason(self, best_score_bound: float | None) -> str | None:
+        """The stop rule that holds, if any. ``best_score_bound``: a lower
+        confidence bound of the best set's matchness, None while it is
+        measured too little to end the search."""
         if self.phase is not Phase.OPTIMIZING:
-            return False
+            return None
         if best_score_bound is not None and best_score_bound > self.max_score:
-            reason = (
+            return (
                 f"best matchness above {best_score_bound:.3f} (confidence bound)"
                 f" > max_score {self.max_score}"
             )
-        elif self.since_improvement >= self.max_tolerance_iter:
-            reason = f"{self.since_improvement} candidates without improvement"
-        elif self.iterations >= self.max_opt_iter:
-            reason = f"max_opt_iter ({self.max_opt_iter}) candidates scored"
-        else:
-            return False
+        if self.since_improvement >= self.max_tolerance_iter:
+            return f"{self.since_improvement} candidates without improvement"
+        if self.iterations >= self.max_opt_iter:
+            return f"max_opt_iter ({self.max_opt_iter}) candidates scored"
+        return None
+
+    def stop(self, reason: str) -> None:
+        """End the optimization phase: the set is chosen."""
         self.optimizing_s = self.optimizing_seconds()
         self.enter(Phase.ACCELERATING, reason)
-        return True
 
     def record_acceptance(self, accepted: int, rejected: int, before: float | None) -> bool:
         """Count the chosen set's verified draft tokens while accelerating;

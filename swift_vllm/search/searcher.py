@@ -20,6 +20,10 @@ candidates at the target, the search tries the incumbent grown or shrunk
 to the neighbouring sizes, points the GP at those sizes in turn, and
 re-scores a neighbouring size's best until it is measured well enough to
 take over. That is how the ratio climbs (or falls) to its best value.
+
+When a stop rule holds, the best few sets of the target size, and the set
+the search started from, are scored together on fresh windows before one is
+chosen (``playoff.py``).
 """
 
 import logging
@@ -37,6 +41,7 @@ from swift_vllm.search import bayes
 from swift_vllm.search.additive import AdditiveModel
 from swift_vllm.search.cache import CacheEntry
 from swift_vllm.search.phase import MIN_WINDOWS_TO_STOP, Phase, PhaseTracker
+from swift_vllm.search.playoff import Playoff
 from swift_vllm.search.speedup import CostModel, best_speedup
 from swift_vllm.skip_set import SkipSet, default_skip_set, num_skippable
 
@@ -77,8 +82,8 @@ class Candidate(NamedTuple):
     """``incumbent`` (the best so far, re-scored as the baseline), ``random``,
     ``bayes``, ``additive`` (the additive model's cheapest set, or a
     neighbour of it once scored), ``contender`` (a set scored on too few
-    windows whose mean beats the incumbent, scored again); with an adaptive
-    ratio also ``neighbour``
+    windows whose mean beats the incumbent, scored again), ``playoff`` (a
+    finalist, once a stop rule holds); with an adaptive ratio also ``neighbour``
     (the incumbent resized to a neighbouring size) and ``recheck`` (a
     neighbouring size's best, scored again)."""
 
@@ -175,6 +180,10 @@ class Searcher:
         self._probes: Counter[int] = Counter()
         self.history: list[tuple[int, float | None, int]] = []
         """After each scored window: (iterations, best matchness, its size)."""
+        self._playoff: Playoff | None = None
+        self._chosen: SkipSet | None = None
+        """The playoff's winner, the set to draft with until a restart."""
+        self._last_playoff: dict | None = None
 
         if cached is not None and self._fits(cached.skip_set, "cached"):
             start = cached.skip_set
@@ -191,7 +200,10 @@ class Searcher:
     # --- what the proposer asks for ---
 
     def incumbent(self) -> SkipSet:
-        """The set to draft with: the best-valued one of the target size."""
+        """The set to draft with: the playoff's winner once there is one,
+        else the best-valued set of the target size."""
+        if self._chosen is not None:
+            return self._chosen
         same_size = [s for s in self._scores if s.size == self.target_size]
         return max(same_size, key=self._rank, default=self._start)
 
@@ -207,6 +219,8 @@ class Searcher:
         empty outside the optimization phase."""
         if self.phase.phase is not Phase.OPTIMIZING:
             return []
+        if self._playoff is not None:
+            return [Candidate(s, "playoff") for s in self._playoff.finalists]
         started = time.perf_counter()
         incumbent = self.incumbent()
         candidates = [Candidate(incumbent, "incumbent")]
@@ -259,14 +273,20 @@ class Searcher:
         self.windows_scored += 1
         window = self.windows_scored
         self._window_noise = 0.5 / math.sqrt(window_tokens)
+        tokens = window_tokens if new_tokens is None else new_tokens
         for skip_set, value in scores:
             self._model.add(window, skip_set.to_vector(self.num_layers), value)
+        if self._playoff is not None:
+            self._record(scores, window, tokens)
+            self._playoff.add(scores, tokens)
+            if self._playoff.decided:
+                self._end_playoff()
+            return
         best = self._best_speedup()
         # The incumbent comes first; once scored, it is only a re-scored baseline.
         baseline = scores[0][0] if scores[0][0] in self._scores else None
-        for skip_set, value in scores:
-            self._scores.setdefault(skip_set, []).append((window, value))
-            self._new_tokens[skip_set] += window_tokens if new_tokens is None else new_tokens
+        self._record(scores, window, tokens)
+        for skip_set, _ in scores:
             if skip_set == baseline:
                 continue
             # Improving means a better predicted speedup: with a fixed ratio
@@ -281,7 +301,9 @@ class Searcher:
         # With an adaptive ratio, matchness above max_score says "skip more",
         # not "stop": it ends the search only at the largest ratio.
         at_largest = incumbent.size == self.sizes[-1]
-        self.phase.maybe_stop(self._stop_bound(incumbent) if at_largest else None)
+        reason = self.phase.stop_reason(self._stop_bound(incumbent) if at_largest else None)
+        if reason is not None:
+            self._start_playoff(reason)
 
     def report_acceptance(self, report: AcceptanceReport) -> None:
         """Drafting results: costs feed the adaptive ratio; the incumbent's
@@ -304,6 +326,7 @@ class Searcher:
             self._model.clear()
             self._probes.clear()
             self._start = incumbent
+            self._chosen = None
 
     def predicted_speedup(self, size: int) -> float | None:
         """Of the best set of ``size`` scored so far."""
@@ -336,6 +359,7 @@ class Searcher:
             "adaptive": self.config.skip_ratio is None,
             "predicted_speedup": self.predicted_speedup(incumbent.size),
             "by_ratio": by_ratio,
+            "playoff": self._last_playoff if self._playoff is None else self._playoff.summary(),
             "recent_acceptance": self.phase.last_acceptance,
             "restarts": self.phase.restarts,
             "batch_size": self.batch_size,
@@ -360,6 +384,38 @@ class Searcher:
             self.sizes[0],
         )
         return False
+
+    def _record(self, scores: list[tuple[SkipSet, float]], window: int, tokens: int) -> None:
+        for skip_set, value in scores:
+            self._scores.setdefault(skip_set, []).append((window, value))
+            self._new_tokens[skip_set] += tokens
+
+    def _start_playoff(self, reason: str) -> None:
+        """A stop rule holds: score the best-ranked sets of the target size
+        and the starting set together before choosing (``playoff.py``); with
+        ``playoff_windows`` 0, or nothing to compare, stop now."""
+        ranked = sorted(
+            (s for s in self._scores if s.size == self.target_size), key=self._rank, reverse=True
+        )
+        finalists = ranked[: self.config.candidates_per_step + 1]
+        if self._start.size == self.target_size and self._start not in finalists:
+            del finalists[self.config.candidates_per_step :]
+            finalists.append(self._start)
+        if self.config.playoff_windows == 0 or len(finalists) < 2:
+            self.phase.stop(reason)
+            return
+        needed = self.config.playoff_windows * self.config.context_window
+        self._playoff = Playoff(finalists, reason, needed)
+
+    def _end_playoff(self) -> None:
+        playoff, self._playoff = self._playoff, None
+        self._chosen = playoff.winner()
+        self._last_playoff = playoff.summary()
+        place = playoff.finalists.index(self._chosen) + 1
+        self.phase.stop(
+            f"{playoff.reason}; a playoff of {len(playoff.finalists)} sets over "
+            f"{playoff.tokens} tokens chose the search's number {place}"
+        )
 
     def _estimate(self, skip_set: SkipSet) -> float:
         """A set's matchness, discounted by one standard error: the best of
@@ -428,8 +484,9 @@ class Searcher:
         return max(self._predicted_by_size().values(), default=None)
 
     def _retarget(self) -> None:
-        """Adaptive ratio, while optimizing: aim at the best predicted size."""
-        if self.phase.phase is not Phase.OPTIMIZING:
+        """Adaptive ratio, while optimizing (not in the playoff, which is
+        between sets of one size): aim at the best predicted size."""
+        if self.phase.phase is not Phase.OPTIMIZING or self._playoff is not None:
             return
         predicted = self._predicted_by_size()
         if predicted:
