@@ -86,11 +86,11 @@ def summarize(batches: list[dict], final: dict) -> dict:
     )
     optimizing, after = batches[: stopped + 1], batches[stopped + 1 :]
     wall = sum(b["wall_s"] for b in batches)
+    optimizing_wall = sum(b["wall_s"] for b in optimizing)
     return {
         "batches_optimizing": len(optimizing),
-        "optimizing_wall_s": sum(b["wall_s"] for b in optimizing),
-        "scoring_share_while_optimizing": sum(b["scoring_s"] for b in optimizing)
-        / sum(b["wall_s"] for b in optimizing),
+        "optimizing_wall_s": optimizing_wall,
+        "scoring_share_while_optimizing": sum(b["scoring_s"] for b in optimizing) / optimizing_wall,
         "scoring_share_overall": sum(b["scoring_s"] for b in batches) / wall,
         "tok_s_optimizing": _rate(optimizing),
         "tok_s_after": _rate(after),
