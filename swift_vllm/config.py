@@ -82,8 +82,9 @@ class SelfSkipConfig:
     models), ``"random"`` a seeded random set, as the SWIFT reference does."""
 
     opt_interval: int = 1
-    """During the optimization phase, score candidates every this many
-    decoding steps (reference default 1)."""
+    """During the optimization phase, score candidates on every this-many-th
+    window of new tokens (reference default 1; the reference scores every
+    decoding step, its windows overlapping)."""
 
     bayes_interval: int = 25
     """Every this-many-th proposed candidate comes from Bayesian optimization
@@ -108,22 +109,23 @@ class SelfSkipConfig:
 
     max_score: float = 0.93
     """... or once the best set's matchness exceeds this, in (0, 1]: by two
-    binomial standard errors over the distinct tokens it was scored on, and
-    on at least three windows' worth of them (successive windows of one
-    request overlap; a few can be one easy paragraph)."""
+    binomial standard errors over the tokens it was scored on, and on at
+    least three windows' worth of them."""
 
     playoff_windows: int = 8
     """When a stop rule holds, the search's best ``candidates_per_step + 1``
     sets of the chosen size (the set it started from among them, if that
-    size) are scored together on this many windows' worth of distinct
-    tokens, and the best mean takes the set: each of them then had the same
-    windows, where during the search each was scored on its own few, and
-    the best-ranked is often the one whose windows were easy. 0: take the
-    search's best-ranked set."""
+    size) are scored together on this many more windows, and the best mean
+    takes the set: each of them then had the same windows, where during the
+    search each was scored on its own few, and the best-ranked is often the
+    one whose windows were easy. 0: take the search's best-ranked set."""
 
     context_window: int = 50
-    """Matchness is measured over the last this-many tokens the full model
-    generated (one parallel forward of the skipped model)."""
+    """Matchness is measured over this many tokens the full model generated
+    (one parallel forward of the skipped model). Windows do not overlap: a
+    request's tokens are scored once, so at batch 1 the next window comes
+    this many tokens later, and a batch fills one from several requests. A
+    lone request shorter than this is never scored."""
 
     adaptive_ratios: list[float] = field(
         default_factory=lambda: [0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5]

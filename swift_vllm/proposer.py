@@ -23,7 +23,7 @@ from swift_vllm.config import SelfSkipConfig
 from swift_vllm.guard import Cycle, Mode, ProfitabilityGuard
 from swift_vllm.layer_skip import skipped_forward
 from swift_vllm.lookup import lookup_draft
-from swift_vllm.scoring import ScoredWindows, score_candidates, select_windows
+from swift_vllm.scoring import WindowPicker, score_candidates
 from swift_vllm.skip_set import SkipSet
 from swift_vllm.stats import DraftStats
 from swift_vllm.vllm_compat import DecoderStack, RunnerView, self_skip_options
@@ -83,7 +83,7 @@ class SelfSkipProposer:
         # forward spends its duration.
         self._scoring_credit = 0.0
         self._credit_updated: float | None = None
-        self._scored_windows = ScoredWindows()
+        self._windows = WindowPicker(self.options.context_window)
 
     def attach_runner(self, runner: RunnerView) -> None:
         """Called by the patched model runner right after it built us."""
@@ -271,12 +271,8 @@ class SelfSkipProposer:
         self.set_skip_set(self._search.current())
         if not self._search.optimizing:
             return False
-        windows = select_windows(
-            rows,
-            lengths,
-            self._runner.prompt_lengths(len(lengths)),
-            token_ids,
-            self.options.context_window,
+        windows = self._windows.select(
+            rows, req_ids, lengths, self._runner.prompt_lengths(len(lengths)), token_ids
         )
         if not windows or not self._scoring_within_budget():
             return False
@@ -290,12 +286,11 @@ class SelfSkipProposer:
         self._scoring_credit -= seconds
         self.stats.scoring_steps += 1
         self.stats.scoring_seconds += seconds
-        window_tokens = sum(len(w.inputs) for w in windows)
+        self._windows.mark_scored(windows, req_ids)
         self._search.report_scores(
             list(zip(candidates, scores, strict=True)),
-            window_tokens,
+            sum(len(w.inputs) for w in windows),
             seconds,
-            self._scored_windows.new_tokens(windows, req_ids),
         )
         return True
 

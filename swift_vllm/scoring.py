@@ -37,55 +37,63 @@ class Window:
     targets: np.ndarray
 
 
-def select_windows(
-    rows: list[int],
-    lengths: np.ndarray,
-    prompt_lengths: np.ndarray,
-    token_ids: np.ndarray,
-    budget: int,
-) -> list[Window]:
-    """Up to ``budget`` generated tokens, taken from the longest outputs first.
+class WindowPicker:
+    """Chooses the windows to score on: generated tokens that no earlier
+    scored window held. Overlapping windows would count one passage many
+    times: at batch 1, successive windows of the last ``budget`` tokens are
+    one request a few decoding steps apart, so a set that did well on one
+    easy paragraph looked well measured, and a playoff of 8 windows' worth
+    of tokens took 128 forwards."""
 
-    Request ``i`` holds ``lengths[i]`` tokens; positions ``< lengths[i] - 1``
-    have exact K/V. The last token of each request is a target only (it has
-    no K/V yet); the first input is the last prompt token, whose successor is
-    the first generated token.
-    """
-    generated = {row: int(lengths[row] - prompt_lengths[row]) for row in rows}
-    windows = []
-    for row in sorted(rows, key=lambda r: -generated[r]):
-        size = min(budget, generated[row])
-        if size < MIN_WINDOW_TOKENS:
-            break
-        end = int(lengths[row])  # exclusive; tokens start..end-1 are targets' span
-        start = end - 1 - size
-        sequence = token_ids[row, start:end]
-        windows.append(Window(row, start, sequence[:-1].copy(), sequence[1:].copy()))
-        budget -= size
-        if budget < MIN_WINDOW_TOKENS:
-            break
-    return windows
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        """Window tokens per scoring forward (``context_window``)."""
+        self._scored_until: dict[str, int] = {}
+        """Per running request, the position its last scored window ended at."""
 
+    def select(
+        self,
+        rows: list[int],
+        req_ids: list[str],
+        lengths: np.ndarray,
+        prompt_lengths: np.ndarray,
+        token_ids: np.ndarray,
+    ) -> list[Window]:
+        """A window's worth of unscored generated tokens, from the requests
+        with the most first; empty until there is one (the budget filled to
+        within ``MIN_WINDOW_TOKENS``).
 
-class ScoredWindows:
-    """Where each running request's last scored window ended. At batch 1
-    successive windows are one request's last tokens a few steps apart and
-    share most of them; the search counts its evidence in new tokens."""
+        Request ``i`` holds ``lengths[i]`` tokens; positions ``< lengths[i] - 1``
+        have exact K/V. The last token of each request is a target only (it has
+        no K/V yet); the first input is at most the last prompt token, whose
+        successor is the first generated token.
+        """
+        first = {
+            row: max(int(prompt_lengths[row]) - 1, self._scored_until.get(req_ids[row], 0))
+            for row in rows
+        }
+        unscored = {row: int(lengths[row]) - 1 - first[row] for row in rows}
+        windows, budget = [], self.budget
+        for row in sorted(rows, key=lambda r: -unscored[r]):
+            size = min(budget, unscored[row])
+            if size < MIN_WINDOW_TOKENS:
+                break
+            end = int(lengths[row])  # exclusive; tokens start..end-1 are targets' span
+            start = end - 1 - size
+            sequence = token_ids[row, start:end]
+            windows.append(Window(row, start, sequence[:-1].copy(), sequence[1:].copy()))
+            budget -= size
+            if budget < MIN_WINDOW_TOKENS:
+                return windows
+        return []
 
-    def __init__(self) -> None:
-        self._until: dict[str, int] = {}
-
-    def new_tokens(self, windows: list[Window], req_ids: list[str]) -> int:
-        """Tokens of ``windows`` (rows of the batch ``req_ids``) that no
-        earlier scored window of their request held; forgets finished requests."""
-        new = 0
-        for window in windows:
-            end = window.start + len(window.inputs)
-            new += end - max(window.start, self._until.get(req_ids[window.row], 0))
-            self._until[req_ids[window.row]] = end
+    def mark_scored(self, windows: list[Window], req_ids: list[str]) -> None:
+        """Remember where ``windows`` (rows of the batch ``req_ids``) ended;
+        forget finished requests."""
         running = set(req_ids)
-        self._until = {r: end for r, end in self._until.items() if r in running}
-        return new
+        self._scored_until = {r: end for r, end in self._scored_until.items() if r in running}
+        for window in windows:
+            self._scored_until[req_ids[window.row]] = window.start + len(window.inputs)
 
 
 def score_candidates(

@@ -101,15 +101,15 @@ def test_stops_when_best_passes_max_score_on_enough_windows():
     assert searcher.propose(2) == []
 
 
-def test_overlapping_windows_are_not_enough_to_stop():
-    """At batch 1 successive windows share most tokens: four windows with 10
-    new tokens each are one easy paragraph, not evidence of a 0.97 set."""
+def test_short_windows_are_not_enough_to_stop():
+    """Eight windows of 10 tokens (a short request's) are 80 tokens, not
+    evidence of a 0.97 set."""
     searcher = Searcher(LAYERS, SelfSkipConfig(skip_ratio=0.2, playoff_windows=0), draft_len=8)
     for _ in range(8):
         batch = searcher.propose(2)
-        searcher.report_scores([(c.skip_set, 0.97) for c in batch], 50, 0.0, new_tokens=10)
+        searcher.report_scores([(c.skip_set, 0.97) for c in batch], 10, 0.0)
     assert searcher.phase.phase is Phase.OPTIMIZING
-    constant_scores(searcher, 0.97, steps=3)  # 150 new tokens: enough
+    constant_scores(searcher, 0.97, steps=3)  # 150 more tokens: enough
     assert "max_score" in searcher.phase.reason
 
 
@@ -311,9 +311,9 @@ def test_playoff_scores_the_finalists_together_and_takes_the_best_mean():
     windows = 0
     while searcher.phase.phase is Phase.OPTIMIZING:
         assert [c.skip_set for c in searcher.propose(4)] == finalists
-        searcher.report_scores(objective.window(finalists), 50, 0.0, new_tokens=25)
+        searcher.report_scores(objective.window(finalists), 25, 0.0)
         windows += 1
-    assert windows == 16  # 8 x 50 distinct tokens, 25 new per window
+    assert windows == 16  # 8 x 50 tokens in windows of 25
     assert searcher.incumbent() == max(finalists, key=objective.true)
     assert "max_opt_iter" in searcher.phase.reason and "playoff of 5 sets" in searcher.phase.reason
     playoff = searcher.status()["playoff"]

@@ -86,11 +86,10 @@ class SearchActor:
         scores: list[tuple[SkipSet, float]],
         window_tokens: int,
         scoring_s: float,
-        new_tokens: int | None = None,
     ) -> Snapshot:
         searcher = self._searchers[key]
         was_optimizing = searcher.phase.phase is Phase.OPTIMIZING
-        searcher.report_scores(scores, window_tokens, scoring_s, new_tokens)
+        searcher.report_scores(scores, window_tokens, scoring_s)
         if was_optimizing and searcher.phase.phase is Phase.ACCELERATING:
             self._store(key)
         return self._snapshot(key)

@@ -11,9 +11,9 @@ exception from Ray reaches the caller.
 Use from the proposer, once per decoding step::
 
     skip_set = client.current()              # draft with this
-    batch = client.candidates()              # [] most steps
-    if batch:                                # score all on one window
-        client.report_scores(list(zip(batch, matchness)), window_tokens, seconds, new_tokens)
+    batch = client.candidates()              # when a window is ready; [] most steps
+    if batch:                                # score all on it
+        client.report_scores(list(zip(batch, matchness)), window_tokens, seconds)
     client.report_acceptance(skip_set, accepted, rejected, draft_s, verify_s, bs)
 """
 
@@ -219,8 +219,8 @@ class SearchClient:
 
     @_never_raises(lambda self: [])
     def candidates(self) -> list[SkipSet]:
-        """Call once per decoding step. Every ``opt_interval``-th step of the
-        optimization phase, the sets to score together on one window, the
+        """Call when a window is ready to score. On every ``opt_interval``-th
+        call in the optimization phase, the sets to score together on it, the
         current best first (the baseline the others are compared with);
         otherwise, or while none has arrived, ``[]``."""
         self._poll()
@@ -241,13 +241,10 @@ class SearchClient:
         scores: Sequence[tuple[SkipSet, float]],
         window_tokens: int,
         scoring_s: float = 0.0,
-        new_tokens: int | None = None,
     ) -> None:
         """Matchness (share of the window's next tokens the skipped model's
         argmax got right) of sets scored on the same ``window_tokens``-token
-        window, the seconds scoring took, and how many of the window's tokens
-        no earlier scored window of the same request held (None: all). Asks
-        for the next batch."""
+        window, and the seconds scoring took. Asks for the next batch."""
         with self._lock:
             self._submit(
                 lambda actor: actor.report_scores.remote(
@@ -255,7 +252,6 @@ class SearchClient:
                     [(s, float(v)) for s, v in scores],
                     window_tokens,
                     scoring_s,
-                    new_tokens,
                 )
             )
             self._request_candidates()

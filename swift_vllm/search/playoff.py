@@ -26,7 +26,7 @@ class Playoff:
     windows: int = 0
     tokens: int = 0
 
-    def add(self, scores: list[tuple[SkipSet, float]], new_tokens: int) -> None:
+    def add(self, scores: list[tuple[SkipSet, float]], window_tokens: int) -> None:
         """One window's scores; counted only if every finalist was scored on
         it (a report of a batch proposed before the playoff is not)."""
         by_set = dict(scores)
@@ -35,7 +35,7 @@ class Playoff:
         for skip_set in self.finalists:
             self.totals[skip_set] = self.totals.get(skip_set, 0.0) + by_set[skip_set]
         self.windows += 1
-        self.tokens += new_tokens
+        self.tokens += window_tokens
 
     @property
     def decided(self) -> bool:

@@ -66,7 +66,7 @@ ADDITIVE_MIN_WINDOWS = 4
 # A window number for scores that came with no window (a cached score).
 NO_WINDOW = -1
 # The max_score stop needs the best set's matchness above max_score by this
-# many binomial standard errors over the distinct tokens it was scored on.
+# many binomial standard errors over the tokens it was scored on.
 STOP_CONFIDENCE_Z = 2.0
 
 
@@ -168,9 +168,9 @@ class Searcher:
         self._rng = random.Random(0)  # reproducible searches
         self._scores: dict[SkipSet, list[tuple[int, float]]] = {}
         """Per set, its raw scores and the windows they were measured on."""
-        self._new_tokens: Counter[SkipSet] = Counter()
-        """Per set, the new tokens (see ``report_scores``) of the windows it
-        was scored on: its evidence in distinct tokens."""
+        self._scored_tokens: Counter[SkipSet] = Counter()
+        """Per set, the tokens of the windows it was scored on (windows do not
+        overlap: ``scoring.WindowPicker``)."""
         self._accepted: Counter[SkipSet] = Counter()
         self._checked: Counter[SkipSet] = Counter()
         """Per set, draft tokens accepted and verified while optimizing."""
@@ -261,11 +261,8 @@ class Searcher:
         scores: list[tuple[SkipSet, float]],
         window_tokens: int,
         scoring_s: float,
-        new_tokens: int | None = None,
     ) -> None:
-        """Matchness of sets scored together on one ``window_tokens`` window,
-        ``new_tokens`` of which no earlier scored window of the same request
-        held (None: all).
+        """Matchness of sets scored together on one ``window_tokens`` window.
         Late reports (after the optimization phase ended) only count time."""
         self.scoring_s += scoring_s
         if self.phase.phase is not Phase.OPTIMIZING or not scores or window_tokens < 1:
@@ -273,19 +270,18 @@ class Searcher:
         self.windows_scored += 1
         window = self.windows_scored
         self._window_noise = 0.5 / math.sqrt(window_tokens)
-        tokens = window_tokens if new_tokens is None else new_tokens
         for skip_set, value in scores:
             self._model.add(window, skip_set.to_vector(self.num_layers), value)
         if self._playoff is not None:
-            self._record(scores, window, tokens)
-            self._playoff.add(scores, tokens)
+            self._record(scores, window, window_tokens)
+            self._playoff.add(scores, window_tokens)
             if self._playoff.decided:
                 self._end_playoff()
             return
         best = self._best_speedup()
         # The incumbent comes first; once scored, it is only a re-scored baseline.
         baseline = scores[0][0] if scores[0][0] in self._scores else None
-        self._record(scores, window, tokens)
+        self._record(scores, window, window_tokens)
         for skip_set, _ in scores:
             if skip_set == baseline:
                 continue
@@ -320,7 +316,7 @@ class Searcher:
         ):
             # Scores measured on the old stream no longer say anything.
             self._scores.clear()
-            self._new_tokens.clear()
+            self._scored_tokens.clear()
             self._accepted.clear()
             self._checked.clear()
             self._model.clear()
@@ -388,7 +384,7 @@ class Searcher:
     def _record(self, scores: list[tuple[SkipSet, float]], window: int, tokens: int) -> None:
         for skip_set, value in scores:
             self._scores.setdefault(skip_set, []).append((window, value))
-            self._new_tokens[skip_set] += tokens
+            self._scored_tokens[skip_set] += tokens
 
     def _start_playoff(self, reason: str) -> None:
         """A stop rule holds: score the best-ranked sets of the target size
@@ -434,12 +430,10 @@ class Searcher:
 
     def _stop_bound(self, skip_set: SkipSet) -> float | None:
         """The set's matchness less ``STOP_CONFIDENCE_Z`` binomial standard
-        errors over the distinct tokens it was scored on; None below
-        ``MIN_WINDOWS_TO_STOP`` windows' worth of them. Distinct tokens, not
-        windows: at batch 1 successive windows are one request's last tokens
-        a few steps apart, so three windows can be one easy paragraph, and a
-        search stopped on it keeps a set that is ordinary elsewhere."""
-        tokens = self._new_tokens[skip_set]
+        errors over the tokens it was scored on; None below
+        ``MIN_WINDOWS_TO_STOP`` full windows' worth of them (windows of a
+        short request, or of few, are short)."""
+        tokens = self._scored_tokens[skip_set]
         if tokens < MIN_WINDOWS_TO_STOP * self.config.context_window:
             return None
         mean = self.score(skip_set)

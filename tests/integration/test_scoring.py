@@ -53,7 +53,7 @@ def _install_scoring_hook(worker, set_dicts: list[dict]) -> None:
     import numpy as np
     import torch
 
-    from swift_vllm.scoring import score_candidates, select_windows
+    from swift_vllm.scoring import WindowPicker, score_candidates
 
     sets = [SkipSet.from_dict(d) for d in set_dicts]
     proposer = worker.model_runner.drafter
@@ -67,7 +67,9 @@ def _install_scoring_hook(worker, set_dicts: list[dict]) -> None:
         rows = [i for i in range(count) if sampled[i]]
         generated = lengths - prompt_lengths
         if rows and proposer.scoring_check is None and min(generated[rows]) >= SCORE_AT_GENERATED:
-            windows = select_windows(rows, lengths, prompt_lengths, token_ids, 50 * len(rows))
+            windows = WindowPicker(50 * len(rows)).select(
+                rows, [str(row) for row in range(count)], lengths, prompt_lengths, token_ids
+            )
             with torch.inference_mode():
                 scores = score_candidates(proposer._runner, proposer._stack, windows, sets)
             sequences = [token_ids[w.row, : lengths[w.row]].tolist() for w in windows]
