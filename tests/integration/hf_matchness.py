@@ -30,25 +30,6 @@ class HFMatchness:
                 context = self.model(ids[:, :start], use_cache=True).past_key_values
                 self.windows.append((context, ids[:, start:-1], ids[0, start + 1 :]))
 
-    @classmethod
-    def on_outputs(
-        cls, model_dir: str, questions: list[dict], outputs: list[list[int]], window: int = 50
-    ) -> "HFMatchness":
-        """Windows over the last ``window`` generated tokens of each output."""
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        windows = []
-        for question, output in zip(questions, outputs, strict=True):
-            text = tokenizer.apply_chat_template(
-                [{"role": "user", "content": question["turns"][0]}],
-                add_generation_prompt=True,
-                tokenize=False,
-            )
-            sequence = tokenizer(text, add_special_tokens=False)["input_ids"] + output
-            windows.append((sequence, len(sequence) - 1 - min(window, len(output))))
-        return cls(model_dir, windows)
-
     def _zero_if(self, index: int, kind: str):
         def hook(module, args, output):
             if index not in getattr(self.skip, kind):
