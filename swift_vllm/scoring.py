@@ -3,7 +3,9 @@
 SWIFT scores a candidate by running the skipped model over the last
 ``context_window`` generated tokens in one parallel forward and counting how
 often its argmax equals the token the full model produced next. The model's
-own output is the ground truth, so no labels are needed.
+own output is the ground truth, so no labels are needed. Unlike the
+reference, whose windows at successive steps overlap, each generated token
+is scored once (``WindowPicker``).
 
 As in SWIFT's reference, the window runs on top of the exact K/V of the
 context before it (read back from the paged cache, which stays untouched)
