@@ -4,7 +4,10 @@ Each set of a skip-set cache file (e.g. one ``swift-vllm tune`` wrote) and
 the middle-out starting set of its size draft greedily, as pure self-skip
 (lookup and guard off: acceptance does not depend on them), for the same
 dev prompts, categories in turn; acceptance is vLLM's own count of accepted
-over verified draft tokens, per output length.
+over verified draft tokens, per output length, with the mean accepted
+length (tokens per verify step, the bonus token included): a set that
+drafts on past its first miss has a lower acceptance for as many accepted
+tokens.
 
     .venv/bin/python benchmarks/set_acceptance.py --cache /tmp/tune/skip_sets.json
 """
@@ -25,19 +28,21 @@ DRAFT_LEN = 4
 
 def acceptance(
     model: str, skip_set: SkipSet, questions: list[dict], lengths: list[int]
-) -> dict[int, float]:
-    """Per output length: accepted / verified draft tokens over the prompts."""
+) -> dict[int, tuple[float, float]]:
+    """Per output length: accepted / verified draft tokens over the prompts,
+    and the mean accepted length."""
     spec = fixed_set_config(skip_set.to_dict(), DRAFT_LEN)
     llm = make_llm(model, spec, max_num_seqs=8, per_request_spec_decode_metrics="summary")
     rates = {}
     for length in lengths:
         params = SamplingParams(temperature=0.0, max_tokens=length, ignore_eos=True)
-        drafted = accepted = 0
+        drafted = accepted = steps = 0
         for output in llm.generate(chat_prompts(llm, questions), params, use_tqdm=False):
             metrics = output.outputs[0].spec_decode_metrics.to_dict()
             drafted += metrics["num_draft_tokens"]
             accepted += metrics["num_accepted_draft_tokens"]
-        rates[length] = accepted / drafted
+            steps += metrics["num_spec_steps"]
+        rates[length] = (accepted / drafted, 1 + accepted / steps)
     del llm
     return rates
 
@@ -58,7 +63,10 @@ def main() -> None:
         start = default_skip_set(entry["num_layers"], found.ratio(entry["num_layers"]))
         for label, skip_set in (("found", found), ("middle-out start", start)):
             rates = acceptance(model, skip_set, questions, lengths)
-            cells = ", ".join(f"{n} tokens {rate:.3f}" for n, rate in rates.items())
+            cells = ", ".join(
+                f"{n} tokens {rate:.3f} (accepted length {length:.2f})"
+                for n, (rate, length) in rates.items()
+            )
             print(f"{key.rsplit('_', 1)[-1]} {label} {skip_set.to_dict()}: {cells}", flush=True)
 
 
