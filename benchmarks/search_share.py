@@ -19,9 +19,10 @@ import time
 from pathlib import Path
 
 from swift_vllm.commands.bench import resolve_model
+from swift_vllm.commands.tune import FINAL_STATUS_TIMEOUT_S
 from swift_vllm.config import METHOD_NAME
 from swift_vllm.engine import chat_prompts, load_questions, make_llm, spread_by_category
-from swift_vllm.search import disconnect, status
+from swift_vllm.search import disconnect, search_state
 from swift_vllm.search.cache import cache_key
 from swift_vllm.vllm_compat import WORKER_EXTENSION
 
@@ -41,13 +42,14 @@ def serve(model: str, cache: Path, batch_size: int, max_tokens: int, after: int,
     key = cache_key(model, TASK)
     batches, left_after = [], after
     scored_before = 0.0
+    state: dict = {}
     for number in range(limit):
         batch = [prompts[(number * batch_size + i) % len(prompts)] for i in range(batch_size)]
         started = time.perf_counter()
         outputs = llm.generate(batch, params, use_tqdm=False)
         wall = time.perf_counter() - started
         scored = llm.collective_rpc("self_skip_stats")[0]["scoring_seconds"]
-        state = status().get(key, {})
+        state = search_state(key, state)
         batches.append(
             {
                 "wall_s": wall,
@@ -69,7 +71,7 @@ def serve(model: str, cache: Path, batch_size: int, max_tokens: int, after: int,
             left_after -= 1
             if left_after < 0:
                 break
-    final = status().get(key, {})
+    final = search_state(key, state, timeout_s=FINAL_STATUS_TIMEOUT_S)
     disconnect()
     return batches, final
 

@@ -10,7 +10,7 @@ import ray
 
 from swift_vllm.cli import main
 from swift_vllm.config import SelfSkipConfig
-from swift_vllm.search import SearchClient, status
+from swift_vllm.search import SearchClient, search_state, status
 from swift_vllm.search.actor import ACTOR_NAME, NAMESPACE
 from swift_vllm.skip_set import SkipSet
 
@@ -111,4 +111,21 @@ def test_killed_actor_keeps_the_last_set_warns_and_recovers(ray_cluster, tmp_pat
     assert client.current() == best
     assert status()["kill-model_default"]["current"] == best.to_dict()
     assert wait_for(client.candidates)[0] == best
+    client.close()
+
+
+def test_a_late_status_answer_keeps_the_last_state(ray_cluster, tmp_path, caplog):
+    # A tune polls between batches for half an hour; a busy actor (fitting its
+    # GP on a loaded machine) must not end it.
+    config = SelfSkipConfig(skip_ratio=0.2, cache_path=str(tmp_path / "sets.json"))
+    client = SearchClient("late-model", 30, config, draft_len=8)
+    wait_for(lambda: client.status()["connected"])
+    with pytest.raises(TimeoutError, match="did not answer within 0 s"):
+        status(timeout_s=0.0)
+
+    last = {"phase": "optimizing", "iterations": -1}
+    with caplog.at_level(logging.WARNING, logger="swift_vllm.search.client"):
+        assert search_state("late-model_default", last, timeout_s=0.0) is last
+    assert "keeping the state it gave before" in caplog.text
+    assert search_state("late-model_default", last)["iterations"] >= 0  # answers in time
     client.close()

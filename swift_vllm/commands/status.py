@@ -21,7 +21,11 @@ def run(args: argparse.Namespace) -> int:
     # should not pay for them.
     from swift_vllm.search import status
 
-    searches = status()
+    try:
+        searches = status()
+    except TimeoutError as error:
+        print(f"swift-vllm status: {error}; try again")
+        return 1
     if args.json:
         print(json.dumps(searches, indent=1, sort_keys=True))
         return 0

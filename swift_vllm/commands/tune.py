@@ -29,6 +29,8 @@ from swift_vllm.vllm_compat import WORKER_EXTENSION
 
 # Tuning settings that make every step draft and score.
 TUNING_OPTIONS = {"guard": False, "lookup": False, "opt_time_share": 1.0}
+# The final state is the report: worth waiting longer for than a progress poll.
+FINAL_STATUS_TIMEOUT_S = 120.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -113,7 +115,7 @@ def search(
     would be one or two categories, and the set found would fit those."""
     from vllm import SamplingParams
 
-    from swift_vllm.search import disconnect, status
+    from swift_vllm.search import disconnect, search_state
 
     if options.has_fixed_set:
         raise ValueError("tuning searches for a set: drop attention_skip / mlp_skip")
@@ -125,15 +127,16 @@ def search(
         spread = spread_by_category(questions, len(questions))
         prompts = itertools.cycle(chat_prompts(llm, spread))
         params = SamplingParams(temperature=0.0, max_tokens=max_tokens)
-        state = status().get(key, {})
+        state = search_state(key, {})
         with tqdm(total=max_batches, unit="batch", desc="searching skip set") as progress:
             for _ in range(max_batches):
                 if state.get("phase") == "accelerating":
                     break
                 llm.generate([next(prompts) for _ in range(batch_size)], params, use_tqdm=False)
-                state = status().get(key, {})
+                state = search_state(key, state)
                 progress.update(1)
                 progress.set_postfix_str(_summary(state))
+        state = search_state(key, state, timeout_s=FINAL_STATUS_TIMEOUT_S)
     finally:
         disconnect()  # before the engine, whose worker runs the cluster, goes
         llm.llm_engine.engine_core.shutdown()

@@ -142,7 +142,24 @@ def status(timeout_s: float = 10.0) -> dict[str, dict]:
         actor = ray.get_actor(ACTOR_NAME, namespace=NAMESPACE)
     except ValueError:
         return {}
-    return ray.get(actor.status.remote(), timeout=timeout_s)
+    try:
+        return ray.get(actor.status.remote(), timeout=timeout_s)
+    except ray.exceptions.GetTimeoutError:
+        raise TimeoutError(
+            f"the search actor did not answer within {timeout_s:.0f} s "
+            "(busy fitting its Gaussian process, or the machine is overloaded)"
+        ) from None
+
+
+def search_state(key: str, last: dict, timeout_s: float = 10.0) -> dict:
+    """``key``'s state from :func:`status`, or ``last`` when the actor answers
+    late: a caller polling between batches of a long run must not fail on
+    one slow answer from a busy actor (a 26-minute tune once did)."""
+    try:
+        return status(timeout_s).get(key, {})
+    except TimeoutError as error:
+        logger.warning("%s; keeping the state it gave before", error)
+        return last
 
 
 def disconnect() -> None:
