@@ -43,6 +43,8 @@ BACKOFF_S = (1.0, 30.0)
 OPEN_TIMEOUT_S = 60.0
 # Calls in flight beyond this are dropped (the actor is slow, not the step).
 MAX_PENDING = 32
+# How long status() waits for the actor: it answers between its GP fits.
+STATUS_TIMEOUT_S = 10.0
 # Acceptance reports are summed locally and sent at most this often: one
 # actor serves every engine, and per-step calls from all of them add up.
 REPORT_INTERVAL_S = 0.5
@@ -129,7 +131,7 @@ def get_or_create_actor() -> ray.actor.ActorHandle:
     ).remote()
 
 
-def status(timeout_s: float = 10.0) -> dict[str, dict]:
+def status(timeout_s: float = STATUS_TIMEOUT_S) -> dict[str, dict]:
     """Per key, the running search's state (phase, iterations, best
     matchness, skip ratio, current set, time spent optimizing, ...).
     Empty when no Ray cluster or no search actor runs; starts neither."""
@@ -151,7 +153,7 @@ def status(timeout_s: float = 10.0) -> dict[str, dict]:
         ) from None
 
 
-def search_state(key: str, last: dict, timeout_s: float = 10.0) -> dict:
+def search_state(key: str, last: dict, timeout_s: float = STATUS_TIMEOUT_S) -> dict:
     """``key``'s state from :func:`status`, or ``last`` when the actor answers
     late: a caller polling between batches of a long run must not fail on
     one slow answer from a busy actor (a 26-minute tune once did)."""
