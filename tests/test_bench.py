@@ -111,7 +111,10 @@ def test_speedups_are_paired_by_repeat():
         runs.append(GroupRun("self-skip", 1, repeat, skip_s, (_spec(1, "qa", 20, 5, 15, 10),)))
     rows = summarize(runs)
     # per repeat: 2.0x, 0.45x, 1.2x -> median 1.2; the medians of the rates: 20 / 20
-    assert _row(rows, "self-skip", 1)["speedup"] == pytest.approx(1.2)
+    skip = _row(rows, "self-skip", 1)
+    assert skip["speedup"] == pytest.approx(1.2)
+    assert skip["speedup_range"] == pytest.approx([20 / 1.1 / 40, 2.0])
+    assert "0.45-2.00" in overall_table(rows)
 
 
 def test_mixed_group_time_is_split_by_token_share(groups):

@@ -91,6 +91,9 @@ def summarize(
         base = rates.get((BASELINE, row["batch_size"], row["category"]), {})
         paired = [mine[r] / base[r] for r in mine if base.get(r)]
         row["speedup"] = median(paired) if paired else None
+        # The spread between repeats is this cell's own noise: a difference
+        # between methods smaller than it is not a measured difference.
+        row["speedup_range"] = [min(paired), max(paired)] if paired else None
         stats = (proposer_stats or {}).get((row["method"], row["batch_size"]))
         if stats is not None and row["category"] == ALL:
             row |= _prediction(stats)
@@ -169,16 +172,30 @@ def format_table(headers: list[str], rows: list[list[Any]]) -> str:
 
 def overall_table(rows: list[dict[str, Any]]) -> str:
     """Per method and batch size, all categories together."""
-    headers = ["method", "batch", "tok/s", "speedup", "accept", "acc len", "draft len", "wall s"]
-    headers += ["cost c", "predicted"]
-    keys = ["output_tokens_per_s", "speedup", "acceptance_rate", "mean_accepted_length"]
-    keys += ["mean_draft_length", "wall_time_s", "cost_ratio", "predicted_speedup"]
+    headers = ["method", "batch", "tok/s", "speedup", "range", "accept", "acc len", "draft len"]
+    headers += ["wall s", "cost c", "predicted"]
+    keys = ["acceptance_rate", "mean_accepted_length", "mean_draft_length", "wall_time_s"]
+    keys += ["cost_ratio", "predicted_speedup"]
     body = [
-        [r["method"], r["batch_size"], *(r.get(k) for k in keys)]
+        [
+            r["method"],
+            r["batch_size"],
+            r["output_tokens_per_s"],
+            r["speedup"],
+            _range(r["speedup_range"]),
+            *(r.get(k) for k in keys),
+        ]
         for r in rows
         if r["category"] == ALL
     ]
     return format_table(headers, body)
+
+
+def _range(bounds: list[float] | None) -> str | None:
+    """``low-high`` of a cell's paired speedups over repeats; one repeat has none."""
+    if bounds is None or bounds[0] == bounds[1]:
+        return None
+    return f"{bounds[0]:.2f}-{bounds[1]:.2f}"
 
 
 def category_table(rows: list[dict[str, Any]]) -> str:
