@@ -35,6 +35,14 @@ learned apart because they vary apart:
 Comparing measured rates of whole modes instead mixes the two: a mode's rate
 would hinge on how repetitive the text was while it ran.
 
+The model errs, and not evenly: the guard drafts where its running
+acceptance is high, just after a lucky stretch, and a linear cost fit misses
+what it cannot express. Where a mode barely beats plain in the model, such an
+error turns the gain into a loss. So each mode's steps are also scored against
+what the guard expected when it chose them, and the mode's later predictions
+are scaled by how its own steps came out (accepted tokens and seconds, each as
+realized over expected, over recent steps of that mode in the bucket).
+
 A bucket predicts with its own costs the kinds of step it has run (with the
 cheaper kinds), and the others with the nearest bucket that has run every
 kind (scaled to its own plain steps); a bucket with nothing to go by runs
@@ -51,7 +59,7 @@ spaced so that they cost at most ``PROBE_COST`` of the time.
 """
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 
 import numpy as np
@@ -73,6 +81,11 @@ PROBE_COST = 0.01
 MIN_OBSERVATIONS = 3
 EXPLORE_INTERVAL = 3
 EXPLORE_WORTH = 0.8
+# Each mode's calibration (realized over expected, per bucket) starts as if
+# CALIBRATION_PRIOR steps had come out as expected, and forgets old steps at
+# CALIBRATION_DECAY per step of that mode.
+CALIBRATION_PRIOR = 4
+CALIBRATION_DECAY = 1.0 / 64
 # Each bucket logs its steps per mode and latest predictions this often.
 LOG_INTERVAL = 1000
 # Weight of a new draft in the running acceptance means (once there are more
@@ -98,6 +111,14 @@ class Mode(Enum):
         return self is Mode.SELF_SKIP
 
 
+def _batch_tokens(batch_size: int, drafting: list[tuple[int, float]]) -> float:
+    """The batch's tokens per step at the requests' mean time per token (the
+    harmonic mean of their tokens per step, times the batch size), where
+    ``drafting`` lists (requests, tokens each) and the others make one each."""
+    plain = batch_size - sum(n for n, _ in drafting)
+    return batch_size**2 / (plain + sum(n / each for n, each in drafting))
+
+
 def batch_bucket(batch_size: int) -> int:
     """Batch sizes grouped by powers of two: costs within a bucket are alike."""
     return 1 << max(batch_size - 1, 0).bit_length()
@@ -110,6 +131,7 @@ class Cycle:
     requests: int
     draft_tokens: int  # verified, both sources
     draft_forwards: int  # self-skip draft forwards
+    accepted: int  # draft tokens accepted, both sources
     seconds: float
 
     @property
@@ -148,7 +170,7 @@ class _CostFit:
         return float(cycle.features() @ self._coef)
 
     def coefficients(self) -> dict[str, float]:
-        self.seconds(Cycle(1, 0, 0, 0.0))  # fits if needed
+        self.seconds(Cycle(1, 0, 0, 0, 0.0))  # fits if needed
         names = ("base", "per_request", "per_draft_token", "per_draft_forward", "per_self_skip")
         return dict(zip(names, map(float, self._coef), strict=True))
 
@@ -169,6 +191,72 @@ class _Gain:
             self.length += weight * (tokens / drafts - self.length)
 
 
+@dataclass(frozen=True)
+class _Expected:
+    """A step's expected outcome in one mode: what the guard compares
+    (calibrated), and what its model alone predicted (to calibrate it)."""
+
+    tokens: float  # the batch's tokens at the requests' mean time per token
+    seconds: float
+    model_accepted: float  # draft tokens accepted, over the batch
+    model_seconds: float | None  # None where another bucket's costs predicted it
+
+    @property
+    def rate(self) -> float:
+        return self.tokens / self.seconds
+
+    def borrowed(self, scale: float) -> "_Expected":
+        """This outcome of another bucket's, its seconds scaled to this one."""
+        return replace(self, seconds=self.seconds * scale, model_seconds=None)
+
+
+@dataclass
+class _Ratio:
+    """Realized over expected, over recent steps (old ones decay by
+    CALIBRATION_DECAY a step), drawn towards 1 by CALIBRATION_PRIOR steps."""
+
+    steps: float = 0.0
+    realized: float = 0.0
+    expected: float = 0.0
+
+    def add(self, realized: float, expected: float) -> None:
+        keep = 1 - CALIBRATION_DECAY
+        self.steps = keep * self.steps + 1
+        self.realized = keep * self.realized + realized
+        self.expected = keep * self.expected + expected
+
+    @property
+    def factor(self) -> float:
+        if not self.expected:
+            return 1.0
+        ratio = self.realized / self.expected
+        return (self.steps * ratio + CALIBRATION_PRIOR) / (self.steps + CALIBRATION_PRIOR)
+
+
+@dataclass
+class _Calibration:
+    """How one mode's steps in one bucket came out against the model: the
+    draft tokens they accepted and, where the bucket's own costs predicted
+    them, the seconds they took."""
+
+    accepted: _Ratio = field(default_factory=_Ratio)
+    seconds: _Ratio = field(default_factory=_Ratio)
+
+    def add(self, expected: _Expected, accepted: int, seconds: float) -> None:
+        self.accepted.add(accepted, expected.model_accepted)
+        if expected.model_seconds is not None:
+            self.seconds.add(seconds, expected.model_seconds)
+
+
+@dataclass(frozen=True)
+class _Choice:
+    """The mode a step ran in and what was expected of it."""
+
+    bucket: int
+    mode: Mode
+    expected: _Expected
+
+
 @dataclass
 class _Bucket:
     """What the guard knows about one batch-size bucket."""
@@ -180,6 +268,7 @@ class _Bucket:
     since_probe: int = 0  # steps that could have probed since the last probe
     chosen: dict[Mode, int] = field(default_factory=dict)  # steps run in each mode
     predicted: dict[Mode, float] = field(default_factory=dict)  # last step's speedups
+    calibration: dict[Mode, _Calibration] = field(default_factory=dict)
 
 
 class ProfitabilityGuard:
@@ -191,6 +280,7 @@ class ProfitabilityGuard:
         )
         self._buckets: dict[int, _Bucket] = {}
         self._gains = {Mode.LOOKUP: _Gain(), Mode.SELF_SKIP: _Gain()}
+        self._last: _Choice | None = None  # the latest step's, until observed
 
     def choose(self, batch_size: int, lookup_lengths: list[int], self_skip_rows: int) -> Mode:
         """The mode for a step with ``batch_size`` running requests, lookup
@@ -203,7 +293,13 @@ class ProfitabilityGuard:
             possible.append(Mode.LOOKUP)
         if self_skip_rows:
             possible.append(Mode.SELF_SKIP)
-        mode = self._choose(bucket, batch_size, possible, lookup_lengths, self_skip_rows)
+        expected = self._expected(bucket, batch_size, possible, lookup_lengths, self_skip_rows)
+        if expected is None:
+            mode = self._least_seen(bucket, self._untried(bucket, possible))
+            self._last = None
+        else:
+            mode = self._choose(bucket, possible, expected)
+            self._last = _Choice(batch_bucket(batch_size), mode, expected[mode])
         bucket.chosen[mode] = bucket.chosen.get(mode, 0) + 1
         if bucket.steps % LOG_INTERVAL == 0:
             self._log(batch_size, bucket)
@@ -220,18 +316,10 @@ class ProfitabilityGuard:
         )
 
     def _choose(
-        self,
-        bucket: _Bucket,
-        batch_size: int,
-        possible: list[Mode],
-        lookup_lengths: list[int],
-        self_skip_rows: int,
+        self, bucket: _Bucket, possible: list[Mode], expected: dict[Mode, _Expected]
     ) -> Mode:
         lacking = self._lacking(bucket, possible)
-        expected = self._expected(bucket, batch_size, possible, lookup_lengths, self_skip_rows)
-        if expected is None:
-            return self._least_seen(bucket, self._untried(bucket, possible))
-        rates = {mode: tokens / seconds for mode, (tokens, seconds) in expected.items()}
+        rates = {mode: outcome.rate for mode, outcome in expected.items()}
         bucket.predicted = {mode: rate / rates[Mode.PLAIN] for mode, rate in rates.items()}
         worth = [m for m in lacking if rates[m] >= EXPLORE_WORTH * max(rates.values())]
         if worth and bucket.steps % EXPLORE_INTERVAL == 0:
@@ -249,8 +337,9 @@ class ProfitabilityGuard:
             return best
         bucket.since_probe += 1
         # The time a probe loses against the best mode, in steps of the best mode.
-        tokens, seconds = expected[probe]
-        loss = (seconds - tokens / rates[best]) / expected[best][1]
+        loss = (expected[probe].seconds - expected[probe].tokens / rates[best]) / expected[
+            best
+        ].seconds
         if bucket.since_probe < max(PROBE_INTERVAL, loss / PROBE_COST):
             return best
         bucket.since_probe = 0
@@ -268,74 +357,79 @@ class ProfitabilityGuard:
         possible: list[Mode],
         lookup_lengths: list[int],
         self_skip_rows: int,
-    ) -> dict[Mode, tuple[float, float]] | None:
-        """Expected tokens and seconds of a step in each possible mode: with
+    ) -> dict[Mode, _Expected] | None:
+        """The expected outcome of a step in each possible mode: with
         the bucket's own costs for each mode it has run (with the cheaper
         ones), else with the nearest bucket's that has run them all, scaled
         by the ratio of the two buckets' plain steps. None while there is
         no such bucket."""
         own = [m for m in possible if not self._untried(bucket, possible[: possible.index(m) + 1])]
         args = (batch_size, lookup_lengths, self_skip_rows)
-        expected = self._predict(bucket, own, *args) if own else {}
+        expected = self._predict(bucket, bucket, own, *args) if own else {}
         missing = [m for m in possible if m not in own]
         if not missing:
             return expected
         nearest = self._nearest_measured(batch_size, possible)
         if nearest is None:
             return None
-        theirs = self._predict(nearest, possible, *args)
-        scale = expected[Mode.PLAIN][1] / theirs[Mode.PLAIN][1] if own else 1.0
-        return expected | {m: (theirs[m][0], theirs[m][1] * scale) for m in missing}
+        theirs = self._predict(bucket, nearest, possible, *args)
+        scale = expected[Mode.PLAIN].seconds / theirs[Mode.PLAIN].seconds if own else 1.0
+        return expected | {m: theirs[m].borrowed(scale) for m in missing}
 
     def _predict(
         self,
+        bucket: _Bucket,
         costs: _Bucket,
         modes: list[Mode],
         batch_size: int,
         lookup_lengths: list[int],
         self_skip_rows: int,
-    ) -> dict[Mode, tuple[float, float]]:
-        """Expected tokens and seconds of a step in each of ``modes``, with
-        ``costs``' fit."""
+    ) -> dict[Mode, _Expected]:
+        """The expected outcome of a step of ``bucket`` in each of ``modes``,
+        with ``costs``' fit and the calibration of each."""
         lookup, self_skip = self._gains[Mode.LOOKUP], self._gains[Mode.SELF_SKIP]
         looked_up = sum(lookup_lengths)
-        with_lookup = (len(lookup_lengths), 1 + lookup.accepted)
-        with_self_skip = (self_skip_rows, 1 + self_skip.accepted)
-
-        def tokens(*drafting: tuple[int, float]) -> float:
-            """The batch's tokens per step at the requests' mean time per token
-            (the harmonic mean of their tokens per step, times the batch
-            size), where ``drafting`` lists (requests, tokens each) and the
-            others make one each."""
-            plain = batch_size - sum(n for n, _ in drafting)
-            return batch_size**2 / (plain + sum(n / each for n, each in drafting))
-
-        expected = {
-            Mode.PLAIN: (batch_size, Cycle(batch_size, 0, 0, 0.0)),
-            Mode.LOOKUP: (tokens(with_lookup), Cycle(batch_size, looked_up, 0, 0.0)),
+        with_lookup = (len(lookup_lengths), lookup.accepted)
+        steps = {  # (requests drafting, tokens each accepts) and the step's cycle
+            Mode.PLAIN: ([], Cycle(batch_size, 0, 0, 0, 0.0)),
+            Mode.LOOKUP: ([with_lookup], Cycle(batch_size, looked_up, 0, 0, 0.0)),
             Mode.SELF_SKIP: (
-                tokens(with_lookup, with_self_skip),
+                [with_lookup, (self_skip_rows, self_skip.accepted)],
                 Cycle(
                     batch_size,
                     looked_up + round(self_skip_rows * self_skip.length),
                     max(1, round(costs.forwards)),
+                    0,
                     0.0,
                 ),
             ),
         }
-        return {
-            mode: (tokens, max(costs.costs.seconds(cycle), 1e-6))
-            for mode, (tokens, cycle) in expected.items()
-            if mode in modes
-        }
+        expected = {}
+        for mode in modes:
+            drafting, cycle = steps[mode]
+            accepted = bucket.calibration.get(mode, _Calibration()).accepted.factor
+            seconds = max(costs.costs.seconds(cycle), 1e-6)
+            tokens_each = [(n, 1 + each * accepted) for n, each in drafting]
+            expected[mode] = _Expected(
+                tokens=_batch_tokens(batch_size, tokens_each),
+                seconds=seconds * costs.calibration.get(mode, _Calibration()).seconds.factor,
+                model_accepted=sum(n * each for n, each in drafting),
+                model_seconds=seconds,
+            )
+        return expected
 
     def observe(self, cycle: Cycle) -> None:
         """Learn the costs from a step that decoded the same requests as the
-        step before (no prefill mixed in, nobody joined or left)."""
+        step before (no prefill mixed in, nobody joined or left), and, where
+        it is the step last chosen, how it came out against its prediction."""
+        last, self._last = self._last, None
         bucket = self._bucket(cycle.requests)
         bucket.costs.add(cycle)
         kind = cycle.kind
         bucket.seen[kind] = bucket.seen.get(kind, 0) + 1
+        if last is not None and last.mode is kind and last.bucket == batch_bucket(cycle.requests):
+            calibration = bucket.calibration.setdefault(kind, _Calibration())
+            calibration.add(last.expected, cycle.accepted, cycle.seconds)
         if kind is Mode.SELF_SKIP:
             weight = max(1.0 / bucket.seen[kind], _ACCEPTANCE_WEIGHT)
             bucket.forwards += weight * (cycle.draft_forwards - bucket.forwards)
@@ -348,14 +442,19 @@ class ProfitabilityGuard:
 
     def status(self) -> dict[str, dict]:
         """Per batch-size bucket: the steps run in each mode, the last step's
-        predicted speedup of each mode, and the fitted costs (seconds; None
-        until every mode has run once, as the guard uses them from then on);
-        per draft source: the measured gains."""
+        predicted speedup of each mode, each mode's calibration (accepted
+        tokens and seconds, realized over the model's), and the fitted costs
+        (seconds; None until every mode has run once, as the guard uses them
+        from then on); per draft source: the measured gains."""
         return {
             "batch_sizes": {
                 size: {
                     "steps": {m.value: n for m, n in bucket.chosen.items()},
                     "predicted_speedup": {m.value: s for m, s in bucket.predicted.items()},
+                    "calibration": {
+                        m.value: {"accepted": c.accepted.factor, "seconds": c.seconds.factor}
+                        for m, c in bucket.calibration.items()
+                    },
                     "costs": (
                         None if self._untried(bucket, self.modes) else bucket.costs.coefficients()
                     ),

@@ -258,8 +258,15 @@ class SelfSkipProposer:
                 )
         if previous.req_ids == frozenset(req_ids) and all(sampled) and not previous.scored:
             draft_tokens = sum(previous.drafted.values()) + sum(previous.looked_up.values())
+            accepted = sum(outcome.accepted for outcome in (verified, looked_up) if outcome)
             self._guard.observe(
-                Cycle(len(req_ids), draft_tokens, previous.draft_steps, started - previous.started)
+                Cycle(
+                    len(req_ids),
+                    draft_tokens,
+                    previous.draft_steps,
+                    accepted,
+                    started - previous.started,
+                )
             )
 
     def _search_step(
