@@ -31,6 +31,12 @@ learned apart because they vary apart:
   self-skip draft, each measured on its own source's drafts only, so lookup's
   acceptance cannot flatter a losing skip set, and each measured on the steps
   that would use it (self-skip drafts only run where lookup found nothing).
+  They are kept per request too, drawn towards the source's mean while a
+  request has few drafts: one request copies its prompt and takes whole
+  lookup drafts while the next rewrites it and takes none, and a batch whose
+  drafts half its requests reject gains less than the mean says (its mean
+  time per token is the harmonic mean's), as does a request left alone at
+  the end of a batch.
 
 Comparing measured rates of whole modes instead mixes the two: a mode's rate
 would hinge on how repetitive the text was while it ran.
@@ -88,6 +94,9 @@ CALIBRATION_PRIOR = 4
 CALIBRATION_DECAY = 1.0 / 64
 # Each bucket logs its steps per mode and latest predictions this often.
 LOG_INTERVAL = 1000
+# A request's own acceptance starts as if it had REQUEST_PRIOR drafts
+# accepted at its source's mean.
+REQUEST_PRIOR = 2
 # Weight of a new draft in the running acceptance means (once there are more
 # than 1 / _ACCEPTANCE_WEIGHT drafts), and decay of old steps in the cost fit.
 _ACCEPTANCE_WEIGHT = 0.05
@@ -111,12 +120,13 @@ class Mode(Enum):
         return self is Mode.SELF_SKIP
 
 
-def _batch_tokens(batch_size: int, drafting: list[tuple[int, float]]) -> float:
+def _batch_tokens(batch_size: int, drafting: list[float]) -> float:
     """The batch's tokens per step at the requests' mean time per token (the
     harmonic mean of their tokens per step, times the batch size), where
-    ``drafting`` lists (requests, tokens each) and the others make one each."""
-    plain = batch_size - sum(n for n, _ in drafting)
-    return batch_size**2 / (plain + sum(n / each for n, each in drafting))
+    ``drafting`` lists the tokens of each drafting request and the others
+    make one each."""
+    plain = batch_size - len(drafting)
+    return batch_size**2 / (plain + sum(1 / tokens for tokens in drafting))
 
 
 def batch_bucket(batch_size: int) -> int:
@@ -176,19 +186,47 @@ class _CostFit:
 
 
 @dataclass
+class _RequestGain:
+    """Running mean of the tokens accepted per draft of one request's."""
+
+    drafts: int = 0
+    accepted: float = 0.0
+
+    def add(self, accepted: int) -> None:
+        self.drafts += 1
+        self.accepted += max(1.0 / self.drafts, _ACCEPTANCE_WEIGHT) * (accepted - self.accepted)
+
+    def mean(self, prior: float) -> float:
+        """The mean, drawn towards ``prior`` by REQUEST_PRIOR drafts."""
+        weight = min(self.drafts, 1.0 / _ACCEPTANCE_WEIGHT)
+        return (weight * self.accepted + REQUEST_PRIOR * prior) / (weight + REQUEST_PRIOR)
+
+
+@dataclass
 class _Gain:
-    """Running means over one source's verified drafts."""
+    """Running means over one source's verified drafts, overall and per request."""
 
     drafts: int = 0
     accepted: float = 0.0  # accepted tokens per draft
     length: float = 0.0  # tokens per draft
+    requests: dict[str, _RequestGain] = field(default_factory=dict)
 
-    def add(self, drafts: int, tokens: int, accepted: int) -> None:
-        for _ in range(drafts):  # each draft weighs the same, however they came batched
-            self.drafts += 1
-            weight = max(1.0 / self.drafts, _ACCEPTANCE_WEIGHT)
-            self.accepted += weight * (accepted / drafts - self.accepted)
-            self.length += weight * (tokens / drafts - self.length)
+    def add(self, request: str, tokens: int, accepted: int) -> None:
+        self.drafts += 1
+        weight = max(1.0 / self.drafts, _ACCEPTANCE_WEIGHT)
+        self.accepted += weight * (accepted - self.accepted)
+        self.length += weight * (tokens - self.length)
+        self.requests.setdefault(request, _RequestGain()).add(accepted)
+
+    def accepted_by(self, request: str) -> float:
+        """The tokens ``request``'s next draft is expected to have accepted."""
+        own = self.requests.get(request)
+        return self.accepted if own is None else own.mean(self.accepted)
+
+    def keep_only(self, running: set[str]) -> None:
+        """Forget the requests that are no longer running."""
+        if len(self.requests) > len(running):
+            self.requests = {r: g for r, g in self.requests.items() if r in running}
 
 
 @dataclass(frozen=True)
@@ -249,6 +287,15 @@ class _Calibration:
 
 
 @dataclass(frozen=True)
+class _Step:
+    """The step a mode is chosen for."""
+
+    batch_size: int
+    lookup: dict[str, int]  # request -> tokens of its lookup draft
+    self_skip: list[str]  # requests that could draft with the skipped model
+
+
+@dataclass(frozen=True)
 class _Choice:
     """The mode a step ran in and what was expected of it."""
 
@@ -282,18 +329,22 @@ class ProfitabilityGuard:
         self._gains = {Mode.LOOKUP: _Gain(), Mode.SELF_SKIP: _Gain()}
         self._last: _Choice | None = None  # the latest step's, until observed
 
-    def choose(self, batch_size: int, lookup_lengths: list[int], self_skip_rows: int) -> Mode:
-        """The mode for a step with ``batch_size`` running requests, lookup
-        drafts of ``lookup_lengths`` tokens and ``self_skip_rows`` requests
-        that could draft with the skipped model."""
+    def choose(self, batch_size: int, lookup: dict[str, int], self_skip: list[str]) -> Mode:
+        """The mode for a step with ``batch_size`` running requests, where
+        ``lookup`` maps the requests with a lookup draft to its length and
+        ``self_skip`` lists those that could draft with the skipped model
+        (requests in neither cannot draft this step)."""
         bucket = self._bucket(batch_size)
         bucket.steps += 1
+        drafting = set(lookup).union(self_skip)
+        for gain in self._gains.values():
+            gain.keep_only(drafting)
         possible = [Mode.PLAIN]
-        if Mode.LOOKUP in self.modes and lookup_lengths:
+        if Mode.LOOKUP in self.modes and lookup:
             possible.append(Mode.LOOKUP)
-        if self_skip_rows:
+        if self_skip:
             possible.append(Mode.SELF_SKIP)
-        expected = self._expected(bucket, batch_size, possible, lookup_lengths, self_skip_rows)
+        expected = self._expected(bucket, _Step(batch_size, lookup, self_skip), possible)
         if expected is None:
             mode = self._least_seen(bucket, self._untried(bucket, possible))
             self._last = None
@@ -351,12 +402,7 @@ class ProfitabilityGuard:
         return min(reversed(kinds), key=lambda m: bucket.seen.get(m, 0))
 
     def _expected(
-        self,
-        bucket: _Bucket,
-        batch_size: int,
-        possible: list[Mode],
-        lookup_lengths: list[int],
-        self_skip_rows: int,
+        self, bucket: _Bucket, step: _Step, possible: list[Mode]
     ) -> dict[Mode, _Expected] | None:
         """The expected outcome of a step in each possible mode: with
         the bucket's own costs for each mode it has run (with the cheaper
@@ -364,40 +410,34 @@ class ProfitabilityGuard:
         by the ratio of the two buckets' plain steps. None while there is
         no such bucket."""
         own = [m for m in possible if not self._untried(bucket, possible[: possible.index(m) + 1])]
-        args = (batch_size, lookup_lengths, self_skip_rows)
-        expected = self._predict(bucket, bucket, own, *args) if own else {}
+        expected = self._predict(bucket, bucket, own, step) if own else {}
         missing = [m for m in possible if m not in own]
         if not missing:
             return expected
-        nearest = self._nearest_measured(batch_size, possible)
+        nearest = self._nearest_measured(step.batch_size, possible)
         if nearest is None:
             return None
-        theirs = self._predict(bucket, nearest, possible, *args)
+        theirs = self._predict(bucket, nearest, possible, step)
         scale = expected[Mode.PLAIN].seconds / theirs[Mode.PLAIN].seconds if own else 1.0
         return expected | {m: theirs[m].borrowed(scale) for m in missing}
 
     def _predict(
-        self,
-        bucket: _Bucket,
-        costs: _Bucket,
-        modes: list[Mode],
-        batch_size: int,
-        lookup_lengths: list[int],
-        self_skip_rows: int,
+        self, bucket: _Bucket, costs: _Bucket, modes: list[Mode], step: _Step
     ) -> dict[Mode, _Expected]:
-        """The expected outcome of a step of ``bucket`` in each of ``modes``,
-        with ``costs``' fit and the calibration of each."""
+        """The expected outcome of ``step`` of ``bucket`` in each of
+        ``modes``, with ``costs``' fit and the calibration of each."""
         lookup, self_skip = self._gains[Mode.LOOKUP], self._gains[Mode.SELF_SKIP]
-        looked_up = sum(lookup_lengths)
-        with_lookup = (len(lookup_lengths), lookup.accepted)
-        steps = {  # (requests drafting, tokens each accepts) and the step's cycle
-            Mode.PLAIN: ([], Cycle(batch_size, 0, 0, 0, 0.0)),
-            Mode.LOOKUP: ([with_lookup], Cycle(batch_size, looked_up, 0, 0, 0.0)),
+        looked_up = sum(step.lookup.values())
+        lookup_accepted = [lookup.accepted_by(r) for r in step.lookup]
+        self_skip_tokens = round(len(step.self_skip) * self_skip.length)
+        steps = {  # the drafting requests' accepted tokens, and the step's cycle
+            Mode.PLAIN: ([], Cycle(step.batch_size, 0, 0, 0, 0.0)),
+            Mode.LOOKUP: (lookup_accepted, Cycle(step.batch_size, looked_up, 0, 0, 0.0)),
             Mode.SELF_SKIP: (
-                [with_lookup, (self_skip_rows, self_skip.accepted)],
+                lookup_accepted + [self_skip.accepted_by(r) for r in step.self_skip],
                 Cycle(
-                    batch_size,
-                    looked_up + round(self_skip_rows * self_skip.length),
+                    step.batch_size,
+                    looked_up + self_skip_tokens,
                     max(1, round(costs.forwards)),
                     0,
                     0.0,
@@ -406,14 +446,13 @@ class ProfitabilityGuard:
         }
         expected = {}
         for mode in modes:
-            drafting, cycle = steps[mode]
-            accepted = bucket.calibration.get(mode, _Calibration()).accepted.factor
+            accepted, cycle = steps[mode]
+            factor = bucket.calibration.get(mode, _Calibration()).accepted.factor
             seconds = max(costs.costs.seconds(cycle), 1e-6)
-            tokens_each = [(n, 1 + each * accepted) for n, each in drafting]
             expected[mode] = _Expected(
-                tokens=_batch_tokens(batch_size, tokens_each),
+                tokens=_batch_tokens(step.batch_size, [1 + a * factor for a in accepted]),
                 seconds=seconds * costs.calibration.get(mode, _Calibration()).seconds.factor,
-                model_accepted=sum(n * each for n, each in drafting),
+                model_accepted=sum(accepted),
                 model_seconds=seconds,
             )
         return expected
@@ -434,11 +473,12 @@ class ProfitabilityGuard:
             weight = max(1.0 / bucket.seen[kind], _ACCEPTANCE_WEIGHT)
             bucket.forwards += weight * (cycle.draft_forwards - bucket.forwards)
 
-    def observe_drafts(self, source: Mode, drafts: int, tokens: int, accepted: int) -> None:
-        """``drafts`` drafts of ``source`` with ``tokens`` tokens in all were
-        verified and ``accepted`` of those tokens accepted."""
-        if drafts:
-            self._gains[source].add(drafts, tokens, accepted)
+    def observe_drafts(self, source: Mode, outcomes: dict[str, tuple[int, int]]) -> None:
+        """Drafts of ``source`` were verified: ``outcomes`` maps each request
+        that drafted to its draft's tokens and how many were accepted."""
+        gain = self._gains[source]
+        for request, (tokens, accepted) in outcomes.items():
+            gain.add(request, tokens, accepted)
 
     def status(self) -> dict[str, dict]:
         """Per batch-size bucket: the steps run in each mode, the last step's

@@ -56,10 +56,24 @@ class _Round:
 class _Verified:
     """How the previous round's drafts fared in this step's verification."""
 
-    requests: int
-    drafted: int
-    accepted: int
-    rejected: int  # requests whose draft was cut short by a rejection
+    outcomes: dict[str, tuple[int, int]]  # request -> draft tokens, accepted tokens
+
+    @property
+    def requests(self) -> int:
+        return len(self.outcomes)
+
+    @property
+    def drafted(self) -> int:
+        return sum(tokens for tokens, _ in self.outcomes.values())
+
+    @property
+    def accepted(self) -> int:
+        return sum(accepted for _, accepted in self.outcomes.values())
+
+    @property
+    def rejected(self) -> int:
+        """Requests whose draft was cut short by a rejection."""
+        return sum(accepted < tokens for tokens, accepted in self.outcomes.values())
 
 
 class SelfSkipProposer:
@@ -159,7 +173,7 @@ class SelfSkipProposer:
             self._lookup(rows, lengths, token_ids_cpu, drafts)
         # Only requests without a lookup draft run the skipped model.
         self_skip_rows = [i for i in rows if not drafts[i]]
-        mode = self._choose_mode(num_reqs, rows, self_skip_rows, drafts)
+        mode = self._choose_mode(req_ids, rows, self_skip_rows, drafts)
         if not mode.looks_up:
             drafts = [[] for _ in range(num_reqs)]
         looked_up = {req_ids[i]: len(drafts[i]) for i in rows if drafts[i]}
@@ -196,15 +210,22 @@ class SelfSkipProposer:
         return drafts
 
     def _choose_mode(
-        self, num_reqs: int, rows: list[int], self_skip_rows: list[int], drafts: list[list[int]]
+        self,
+        req_ids: list[str],
+        rows: list[int],
+        self_skip_rows: list[int],
+        drafts: list[list[int]],
     ) -> Mode:
         """The drafters this step runs: the guard's choice, if it is on."""
         if not rows:
             return Mode.PLAIN  # nobody can draft: a plain step, whatever the guard says
         if self._guard is None:
             return Mode.SELF_SKIP
-        lookup_lengths = [len(drafts[i]) for i in rows if drafts[i]]
-        mode = self._guard.choose(num_reqs, lookup_lengths, len(self_skip_rows))
+        mode = self._guard.choose(
+            len(req_ids),
+            {req_ids[i]: len(drafts[i]) for i in rows if drafts[i]},
+            [req_ids[i] for i in self_skip_rows],
+        )
         if self_skip_rows and not mode.self_skips:
             self.stats.guard_skipped_steps += 1
         return mode
@@ -253,9 +274,7 @@ class SelfSkipProposer:
         or left) and scored no candidates."""
         for source, outcome in ((Mode.SELF_SKIP, verified), (Mode.LOOKUP, looked_up)):
             if outcome is not None:
-                self._guard.observe_drafts(
-                    source, outcome.requests, outcome.drafted, outcome.accepted
-                )
+                self._guard.observe_drafts(source, outcome.outcomes)
         if previous.req_ids == frozenset(req_ids) and all(sampled) and not previous.scored:
             draft_tokens = sum(previous.drafted.values()) + sum(previous.looked_up.values())
             accepted = sum(outcome.accepted for outcome in (verified, looked_up) if outcome)
@@ -378,14 +397,12 @@ def _verified(
 ) -> _Verified | None:
     """Acceptance of last round's drafts: a request that drafted ``d`` tokens
     gets ``accepted + 1`` tokens back. None if none of them was verified."""
-    requests = total = accepted = rejected = 0
+    outcomes = {}
     for req_id, tokens in zip(req_ids, sampled, strict=True):
         count = drafted.get(req_id, 0)
         if count and tokens:
-            took = min(len(tokens) - 1, count)
-            requests, total, accepted = requests + 1, total + count, accepted + took
-            rejected += took < count
-    return _Verified(requests, total, accepted, rejected) if requests else None
+            outcomes[req_id] = (count, min(len(tokens) - 1, count))
+    return _Verified(outcomes) if outcomes else None
 
 
 def _sample(logits: torch.Tensor, temperatures: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

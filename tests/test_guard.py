@@ -1,4 +1,4 @@
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pytest
 
@@ -28,6 +28,14 @@ class Machine:
     per_forward_request: float = 0.0
     lookup_accepted: int = 2
     self_skip_accepted: int = 2
+    # Requests whose lookup drafts accept otherwise.
+    lookup_accepted_by: dict[str, int] = field(default_factory=dict)
+
+    def accepted(self, source: Mode, request: str) -> int:
+        """Tokens accepted of each draft of ``request``'s from ``source``."""
+        if source is Mode.SELF_SKIP:
+            return self.self_skip_accepted
+        return self.lookup_accepted_by.get(request, self.lookup_accepted)
 
 
 def _run(
@@ -36,16 +44,20 @@ def _run(
     batch_size: int,
     lookup_rows: list[int],
 ) -> tuple[list[Mode], float]:
-    """One step per entry of ``lookup_rows`` (how many requests have a lookup
-    draft that step); returns the modes chosen and the speedup over plain."""
+    """One step per entry of ``lookup_rows`` (how many requests, of r0, r1,
+    ..., have a lookup draft that step: the first ones); returns the modes
+    chosen and the batch's speedup over plain in tokens per second."""
+    requests = [f"r{i}" for i in range(batch_size)]
     chosen, tokens, seconds = [], 0.0, 0.0
     for found in lookup_rows:
-        mode = guard.choose(batch_size, [LOOKUP_LEN] * found, batch_size - found)
+        mode = guard.choose(
+            batch_size, dict.fromkeys(requests[:found], LOOKUP_LEN), requests[found:]
+        )
         chosen.append(mode)
-        looked_up = found if mode.looks_up else 0
-        drafted = batch_size - found if mode.self_skips else 0
+        looked_up = requests[:found] if mode.looks_up else []
+        drafted = requests[found:] if mode.self_skips else []
         forwards = SELF_SKIP_FORWARDS if drafted else 0
-        draft_tokens = looked_up * LOOKUP_LEN + drafted * SELF_SKIP_LEN
+        draft_tokens = len(looked_up) * LOOKUP_LEN + len(drafted) * SELF_SKIP_LEN
         step = (
             machine.base
             + machine.per_request * batch_size
@@ -53,14 +65,17 @@ def _run(
             * draft_tokens
             + (machine.per_forward + machine.per_forward_request * batch_size) * forwards
         )
-        accepted = looked_up * machine.lookup_accepted + drafted * machine.self_skip_accepted
+        outcomes = {
+            source: {r: (length, machine.accepted(source, r)) for r in drafting}
+            for source, drafting, length in (
+                (Mode.LOOKUP, looked_up, LOOKUP_LEN),
+                (Mode.SELF_SKIP, drafted, SELF_SKIP_LEN),
+            )
+        }
+        accepted = sum(a for by_request in outcomes.values() for _, a in by_request.values())
         guard.observe(Cycle(batch_size, draft_tokens, forwards, accepted, step))
-        guard.observe_drafts(
-            Mode.LOOKUP, looked_up, looked_up * LOOKUP_LEN, looked_up * machine.lookup_accepted
-        )
-        guard.observe_drafts(
-            Mode.SELF_SKIP, drafted, drafted * SELF_SKIP_LEN, drafted * machine.self_skip_accepted
-        )
+        for source, by_request in outcomes.items():
+            guard.observe_drafts(source, by_request)
         tokens += batch_size + accepted
         seconds += step
     plain = batch_size / (machine.base + machine.per_request * batch_size)
@@ -265,3 +280,18 @@ def test_each_batch_size_corrects_the_model_by_how_its_steps_came_out():
     calibration = guard.status()["batch_sizes"][1]["calibration"]["lookup"]
     assert calibration["accepted"] < 0.2
     assert calibration["seconds"] == pytest.approx(1.0)
+
+
+def test_lookup_drafts_that_half_the_batch_rejects():
+    """Every request of 4 has a lookup draft each step; r0 and r1 accept 3
+    tokens of each and r2 and r3 none. The mean over drafts (1.5) predicts
+    lookup at 1.2x plain, but the requests' mean time per token gains only
+    1.6x in a step that costs 2.07x: 0.77x. Each request's own acceptance
+    tells: plain."""
+    machine = Machine(
+        per_draft_token=0.002, lookup_accepted_by={"r0": 3, "r1": 3, "r2": 0, "r3": 0}
+    )
+    guard = ProfitabilityGuard(lookup=True)
+    chosen, _ = _run(guard, machine, 4, [4] * 200)
+    assert _mostly(chosen[-100:], Mode.PLAIN)
+    assert guard.status()["batch_sizes"][4]["predicted_speedup"]["lookup"] < 1.0
