@@ -50,18 +50,19 @@ are scaled by how its own steps came out (accepted tokens and seconds, each as
 realized over expected, over recent steps of that mode in the bucket).
 
 A bucket predicts with its own costs the kinds of step it has run (with the
-cheaper kinds), and the others with the nearest bucket that has run every
-kind (scaled to its own plain steps); a bucket with nothing to go by runs
-each kind once, richest first. One step in ``EXPLORE_INTERVAL`` then runs a
-kind seen fewer than ``MIN_OBSERVATIONS`` times, unless that kind is
-predicted far below the best: where a draft forward costs nearly a whole
-step (large models on CPUs) a self-skip step can cost five plain ones, and
-a new bucket is usually a batch grown or shrunk a little, where speculation
-that lost badly still loses. Now and then a step that would not run the
-richest mode does (a probe), so costs and acceptance stay current and the
-guard notices when speculation pays again, and where the richest mode runs,
-a plain step does, so the fixed cost of a step stays measured; probes are
-spaced so that they cost at most ``PROBE_COST`` of the time.
+cheaper kinds), and the others with the nearest bucket that has run every kind
+(scaled to its own plain steps; no fit predicts beyond the batch sizes it has
+seen); a bucket with nothing to go by runs each kind once, richest first. One
+step in ``EXPLORE_INTERVAL`` then runs a kind seen fewer than
+``MIN_OBSERVATIONS`` times, unless that kind is predicted far below the best:
+where a draft forward costs nearly a whole step (large models on CPUs) a self-
+skip step can cost five plain ones, and a new bucket is usually a batch grown
+or shrunk a little, where speculation that lost badly still loses. Now and
+then a step that would not run the richest mode does (a probe), so costs and
+acceptance stay current and the guard notices when speculation pays again, and
+where the richest mode runs, a plain step does, so the fixed cost of a step
+stays measured; probes are spaced so that they cost at most ``PROBE_COST`` of
+the time.
 """
 
 import logging
@@ -164,19 +165,29 @@ class _CostFit:
         self._gram = np.zeros((5, 5))
         self._moment = np.zeros(5)
         self._coef: np.ndarray | None = None
+        self._requests: tuple[int, int] | None = None  # fewest and most seen
 
     def add(self, cycle: Cycle) -> None:
         x = cycle.features()
         self._gram = (1 - _COST_DECAY) * self._gram + np.outer(x, x)
         self._moment = (1 - _COST_DECAY) * self._moment + x * cycle.seconds
         self._coef = None
+        low, high = self._requests or (cycle.requests, cycle.requests)
+        self._requests = (min(low, cycle.requests), max(high, cycle.requests))
 
     def seconds(self, cycle: Cycle) -> float:
+        """The cycle's predicted seconds, for the nearest batch size the fit
+        has seen: a line through batches of 17-32 says little about one
+        request, and where another bucket's costs stand in, extrapolating
+        them can even predict a step to take no time."""
         if self._coef is None:
             # A touch of ridge on the per-request cost: where a bucket saw one
             # batch size only, the intercept takes the whole fixed cost.
             ridge = np.diag([0.0, _REQUEST_RIDGE, 0.0, 0.0, 0.0])
             self._coef = np.linalg.lstsq(self._gram + ridge, self._moment, rcond=None)[0]
+        if self._requests is not None:
+            low, high = self._requests
+            cycle = replace(cycle, requests=min(max(cycle.requests, low), high))
         return float(cycle.features() @ self._coef)
 
     def coefficients(self) -> dict[str, float]:

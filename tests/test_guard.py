@@ -22,6 +22,7 @@ class Machine:
 
     base: float = 0.030
     per_request: float = 0.0
+    idle_requests: int = 0  # requests that add no cost yet (the cores are not busy)
     per_draft_token: float = 0.001
     per_draft_token_request: float = 0.0  # verifying grows compute bound with the batch
     per_forward: float = 0.010
@@ -30,6 +31,9 @@ class Machine:
     self_skip_accepted: int = 2
     # Requests whose lookup drafts accept otherwise.
     lookup_accepted_by: dict[str, int] = field(default_factory=dict)
+
+    def plain_step(self, batch_size: int) -> float:
+        return self.base + self.per_request * max(batch_size - self.idle_requests, 0)
 
     def accepted(self, source: Mode, request: str) -> int:
         """Tokens accepted of each draft of ``request``'s from ``source``."""
@@ -59,8 +63,7 @@ def _run(
         forwards = SELF_SKIP_FORWARDS if drafted else 0
         draft_tokens = len(looked_up) * LOOKUP_LEN + len(drafted) * SELF_SKIP_LEN
         step = (
-            machine.base
-            + machine.per_request * batch_size
+            machine.plain_step(batch_size)
             + (machine.per_draft_token + machine.per_draft_token_request * batch_size)
             * draft_tokens
             + (machine.per_forward + machine.per_forward_request * batch_size) * forwards
@@ -78,7 +81,7 @@ def _run(
             guard.observe_drafts(source, by_request)
         tokens += batch_size + accepted
         seconds += step
-    plain = batch_size / (machine.base + machine.per_request * batch_size)
+    plain = batch_size / machine.plain_step(batch_size)
     return chosen, tokens / seconds / plain
 
 
@@ -295,3 +298,20 @@ def test_lookup_drafts_that_half_the_batch_rejects():
     chosen, _ = _run(guard, machine, 4, [4] * 200)
     assert _mostly(chosen[-100:], Mode.PLAIN)
     assert guard.status()["batch_sizes"][4]["predicted_speedup"]["lookup"] < 1.0
+
+
+def test_a_batch_size_far_from_the_measured_ones_is_not_extrapolated():
+    """A batch of 32 drained to 20 measured every kind of step while its
+    cores were busy (each request beyond 16 costs 4 ms): a line through
+    those steps says a lone request's plain step takes less than nothing.
+    Borrowed at the nearest batch size measured instead, the costs predict
+    self-skip worth a try for the lone request, where it pays (3 tokens in
+    0.072 s against 1 in 0.030 s)."""
+    machine = Machine(per_request=0.004, idle_requests=16, per_forward=0.020)
+    guard = ProfitabilityGuard(lookup=False)
+    for size in (32, 28, 24, 20):
+        _run(guard, machine, size, [0] * 20)
+    chosen, speedup = _run(guard, machine, 1, [0] * 200)
+    assert 1.0 < guard.status()["batch_sizes"][1]["predicted_speedup"]["self-skip"] < 2.0
+    assert _mostly(chosen, Mode.SELF_SKIP)
+    assert speedup > 1.15
