@@ -55,14 +55,14 @@ cheaper kinds), and the others with the nearest bucket that has run every kind
 seen); a bucket with nothing to go by runs each kind once, richest first. One
 step in ``EXPLORE_INTERVAL`` then runs a kind seen fewer than
 ``MIN_OBSERVATIONS`` times, unless that kind is predicted far below the best:
-where a draft forward costs nearly a whole step (large models on CPUs) a self-
-skip step can cost five plain ones, and a new bucket is usually a batch grown
-or shrunk a little, where speculation that lost badly still loses. Now and
-then a step that would not run the richest mode does (a probe), so costs and
-acceptance stay current and the guard notices when speculation pays again, and
-where the richest mode runs, a plain step does, so the fixed cost of a step
-stays measured; probes are spaced so that they cost at most ``PROBE_COST`` of
-the time.
+where a draft forward costs nearly a whole step (large models on CPUs) a
+self-skip step can cost five plain ones, and a new bucket is usually a batch
+grown or shrunk a little, where speculation that lost badly still loses. Now
+and then a step that would not run the richest mode does (a probe), so costs
+and acceptance stay current and the guard notices when speculation pays again,
+and where the richest mode runs, a plain step does, so the fixed cost of a
+step stays measured; probes are spaced so that they cost at most
+``PROBE_COST`` of the time.
 """
 
 import logging
