@@ -3,23 +3,53 @@ context's last n-gram (the idea behind vLLM's ``ngram`` method).
 
 Plain numpy rather than vLLM's numba matcher: loading numba and its JIT
 costs the worker process some 200 MiB of resident memory, more than the
-whole self-skip proposer otherwise adds.
+whole self-skip proposer otherwise adds. It runs on every step for the
+whole batch at once, in one pass over the contexts: only positions holding
+a context's last token can end a match, and only those are compared further
+back. A per-request loop of window compares cost 0.1-2 ms a request at
+512-16k tokens of context (``benchmarks/bench_lookup.py``), a GPU step's
+worth at batch 64.
 """
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 
-def lookup_draft(tokens: np.ndarray, min_ngram: int, max_ngram: int, k: int) -> np.ndarray:
-    """Up to ``k`` tokens that followed the latest earlier occurrence of the
-    longest suffix n-gram of ``tokens`` (sizes ``max_ngram`` down to
-    ``min_ngram``); empty if no size matches."""
-    length = len(tokens)
-    for n in range(min(max_ngram, length - 1), min_ngram - 1, -1):
-        # Windows start at j <= length - n - 1, so a match is never the suffix itself.
-        windows = sliding_window_view(tokens[: length - 1], n)
-        starts = np.flatnonzero((windows == tokens[length - n :]).all(axis=1))
-        if len(starts):
-            follow = starts[-1] + n
-            return tokens[follow : follow + k]
-    return tokens[:0]
+def lookup_drafts(
+    tokens: np.ndarray, lengths: np.ndarray, min_ngram: int, max_ngram: int, k: np.ndarray
+) -> list[np.ndarray]:
+    """Per row, up to ``k[row]`` tokens that followed the latest earlier
+    occurrence of the longest suffix n-gram (sizes ``max_ngram`` down to
+    ``min_ngram``) of the row's context ``tokens[row, :lengths[row]]``
+    (what lies beyond it is never read); empty where no size matches."""
+    width = int(lengths.max(initial=0))
+    drafts = [tokens[row, :0] for row in range(len(lengths))]
+    if width < 2:
+        return drafts
+    rows = np.arange(len(lengths))
+    last = np.where(lengths > 0, tokens[rows, np.maximum(lengths - 1, 0)], -1)
+    # Where an earlier n-gram could end: at a copy of the last token, never
+    # at the last position itself (np.nonzero lists them row by row).
+    before_last = np.arange(width) < (lengths - 1)[:, None]
+    row, end = np.nonzero((tokens[:, :width] == last[:, None]) & before_last)
+    if not len(end):
+        return drafts
+    # How far back from each end the row's suffix goes on matching (an
+    # n-gram can only start at or after position 0).
+    matched = np.ones(len(end), dtype=np.int64)
+    still = np.ones(len(end), dtype=bool)
+    suffix_end = lengths[row] - 1
+    for back in range(1, max_ngram):
+        still &= end >= back
+        going = np.flatnonzero(still)
+        still[going] = (
+            tokens[row[going], end[going] - back] == tokens[row[going], suffix_end[going] - back]
+        )
+        matched += still
+    # Per row, the longest match, latest on ties: the largest matched * width + end.
+    key = matched * width + end
+    firsts = np.flatnonzero(np.r_[True, row[1:] != row[:-1]])
+    for first, best in zip(firsts, np.maximum.reduceat(key, firsts), strict=True):
+        if best // width >= min_ngram:
+            r, follow = row[first], best % width + 1
+            drafts[r] = tokens[r, follow : min(follow + k[r], lengths[r])]
+    return drafts

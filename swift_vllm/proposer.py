@@ -22,7 +22,7 @@ import torch
 from swift_vllm.config import SelfSkipConfig
 from swift_vllm.guard import Cycle, Mode, ProfitabilityGuard
 from swift_vllm.layer_skip import skipped_forward
-from swift_vllm.lookup import lookup_draft
+from swift_vllm.lookup import lookup_drafts
 from swift_vllm.scoring import WindowPicker, score_candidates
 from swift_vllm.skip_set import SkipSet
 from swift_vllm.stats import DraftStats
@@ -334,14 +334,17 @@ class SelfSkipProposer:
     ) -> None:
         """Prompt-lookup drafts (up to ``num_speculative_tokens``) where the
         context repeats its latest n-gram."""
-        for i in rows:
-            found = lookup_draft(
-                token_ids[i, : lengths[i]],
-                self.options.prompt_lookup_min,
-                self.options.prompt_lookup_max,
-                min(self.num_speculative_tokens, self.max_model_len - lengths[i]),
-            )
-            drafts[i] = found.tolist()
+        if not rows:
+            return
+        found = lookup_drafts(
+            token_ids[rows, : int(lengths[rows].max())],
+            lengths[rows],
+            self.options.prompt_lookup_min,
+            self.options.prompt_lookup_max,
+            np.minimum(self.num_speculative_tokens, self.max_model_len - lengths[rows]),
+        )
+        for i, draft in zip(rows, found, strict=True):
+            drafts[i] = draft.tolist()
 
     def _draft(
         self,
