@@ -31,12 +31,14 @@ learned apart because they vary apart:
   self-skip draft, each measured on its own source's drafts only, so lookup's
   acceptance cannot flatter a losing skip set, and each measured on the steps
   that would use it (self-skip drafts only run where lookup found nothing).
-  They are kept per request too, drawn towards the source's mean while a
-  request has few drafts: one request copies its prompt and takes whole
-  lookup drafts while the next rewrites it and takes none, and a batch whose
-  drafts half its requests reject gains less than the mean says (its mean
-  time per token is the harmonic mean's), as does a request left alone at
-  the end of a batch.
+  They are kept per request too, with the tokens per draft (a self-skip
+  draft stops where the skipped model is unsure, so the requests whose
+  drafts are accepted draft longer and pay for more draft forwards), drawn
+  towards the source's means while a request has few drafts: one request
+  copies its prompt and takes whole lookup drafts while the next rewrites it
+  and takes none, and a batch whose drafts half its requests reject gains
+  less than the mean says (its mean time per token is the harmonic mean's),
+  as does a request left alone at the end of a batch.
 
 Comparing measured rates of whole modes instead mixes the two: a mode's rate
 would hinge on how repetitive the text was while it ran.
@@ -140,8 +142,9 @@ class Cycle:
     """One step, from a proposal to the next, as the guard learns from it."""
 
     requests: int
-    draft_tokens: int  # verified, both sources
-    draft_forwards: int  # self-skip draft forwards
+    # Whole numbers in a step that ran; expected means in one predicted.
+    draft_tokens: float  # verified, both sources
+    draft_forwards: float  # self-skip draft forwards
     accepted: int  # draft tokens accepted, both sources
     seconds: float
 
@@ -197,42 +200,49 @@ class _CostFit:
 
 
 @dataclass
-class _RequestGain:
-    """Running mean of the tokens accepted per draft of one request's."""
+class _Drafts:
+    """Running means over verified drafts: tokens drafted and accepted per draft."""
 
     drafts: int = 0
     accepted: float = 0.0
+    length: float = 0.0
 
-    def add(self, accepted: int) -> None:
-        self.drafts += 1
-        self.accepted += max(1.0 / self.drafts, _ACCEPTANCE_WEIGHT) * (accepted - self.accepted)
-
-    def mean(self, prior: float) -> float:
-        """The mean, drawn towards ``prior`` by REQUEST_PRIOR drafts."""
-        weight = min(self.drafts, 1.0 / _ACCEPTANCE_WEIGHT)
-        return (weight * self.accepted + REQUEST_PRIOR * prior) / (weight + REQUEST_PRIOR)
-
-
-@dataclass
-class _Gain:
-    """Running means over one source's verified drafts, overall and per request."""
-
-    drafts: int = 0
-    accepted: float = 0.0  # accepted tokens per draft
-    length: float = 0.0  # tokens per draft
-    requests: dict[str, _RequestGain] = field(default_factory=dict)
-
-    def add(self, request: str, tokens: int, accepted: int) -> None:
+    def add(self, tokens: int, accepted: int) -> None:
         self.drafts += 1
         weight = max(1.0 / self.drafts, _ACCEPTANCE_WEIGHT)
         self.accepted += weight * (accepted - self.accepted)
         self.length += weight * (tokens - self.length)
-        self.requests.setdefault(request, _RequestGain()).add(accepted)
 
-    def accepted_by(self, request: str) -> float:
-        """The tokens ``request``'s next draft is expected to have accepted."""
+    def drawn_to(self, prior: "_Drafts") -> "_Drafts":
+        """These means drawn towards ``prior``'s by REQUEST_PRIOR drafts."""
+        weight = min(self.drafts, 1.0 / _ACCEPTANCE_WEIGHT)
+
+        def draw(own: float, theirs: float) -> float:
+            return (weight * own + REQUEST_PRIOR * theirs) / (weight + REQUEST_PRIOR)
+
+        return _Drafts(
+            self.drafts, draw(self.accepted, prior.accepted), draw(self.length, prior.length)
+        )
+
+
+@dataclass
+class _Gain:
+    """One source's verified drafts, overall and per request."""
+
+    overall: _Drafts = field(default_factory=_Drafts)
+    requests: dict[str, _Drafts] = field(default_factory=dict)
+
+    def add(self, request: str, tokens: int, accepted: int) -> None:
+        self.overall.add(tokens, accepted)
+        self.requests.setdefault(request, _Drafts()).add(tokens, accepted)
+
+    def of(self, request: str) -> _Drafts:
+        """What ``request``'s next draft is expected to be: its tokens, and
+        how many of them are accepted. Self-skip drafts stop where the
+        skipped model is unsure, so a request whose drafts are accepted
+        also drafts longer, and pays for more draft forwards."""
         own = self.requests.get(request)
-        return self.accepted if own is None else own.mean(self.accepted)
+        return self.overall if own is None else own.drawn_to(self.overall)
 
     def keep_only(self, running: set[str]) -> None:
         """Forget the requests that are no longer running."""
@@ -437,19 +447,21 @@ class ProfitabilityGuard:
     ) -> dict[Mode, _Expected]:
         """The expected outcome of ``step`` of ``bucket`` in each of
         ``modes``, with ``costs``' fit and the calibration of each."""
-        lookup, self_skip = self._gains[Mode.LOOKUP], self._gains[Mode.SELF_SKIP]
+        lookup = [self._gains[Mode.LOOKUP].of(r).accepted for r in step.lookup]
         looked_up = sum(step.lookup.values())
-        lookup_accepted = [lookup.accepted_by(r) for r in step.lookup]
-        self_skip_tokens = round(len(step.self_skip) * self_skip.length)
+        self_skip = [self._gains[Mode.SELF_SKIP].of(r) for r in step.self_skip]
+        # A batch drafts until its longest draft stops; the bucket's mean
+        # forwards per cycle says how far beyond the mean that goes.
+        forwards = max([1.0, costs.forwards] + [d.length for d in self_skip])
         steps = {  # the drafting requests' accepted tokens, and the step's cycle
             Mode.PLAIN: ([], Cycle(step.batch_size, 0, 0, 0, 0.0)),
-            Mode.LOOKUP: (lookup_accepted, Cycle(step.batch_size, looked_up, 0, 0, 0.0)),
+            Mode.LOOKUP: (lookup, Cycle(step.batch_size, looked_up, 0, 0, 0.0)),
             Mode.SELF_SKIP: (
-                lookup_accepted + [self_skip.accepted_by(r) for r in step.self_skip],
+                lookup + [d.accepted for d in self_skip],
                 Cycle(
                     step.batch_size,
-                    looked_up + self_skip_tokens,
-                    max(1, round(costs.forwards)),
+                    looked_up + sum(d.length for d in self_skip),
+                    forwards,
                     0,
                     0.0,
                 ),
@@ -514,9 +526,9 @@ class ProfitabilityGuard:
             },
             "drafts": {
                 source.value: {
-                    "verified": gain.drafts,
-                    "accepted_per_draft": gain.accepted,
-                    "tokens_per_draft": gain.length,
+                    "verified": gain.overall.drafts,
+                    "accepted_per_draft": gain.overall.accepted,
+                    "tokens_per_draft": gain.overall.length,
                 }
                 for source, gain in self._gains.items()
             },

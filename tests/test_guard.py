@@ -13,7 +13,7 @@ from swift_vllm.guard import (
     batch_bucket,
 )
 
-LOOKUP_LEN, SELF_SKIP_LEN, SELF_SKIP_FORWARDS = 4, 2, 2
+LOOKUP_LEN, SELF_SKIP_LEN = 4, 2
 
 
 @dataclass
@@ -31,15 +31,17 @@ class Machine:
     self_skip_accepted: int = 2
     # Requests whose lookup drafts accept otherwise.
     lookup_accepted_by: dict[str, int] = field(default_factory=dict)
+    # Requests whose self-skip drafts are (tokens, accepted) instead.
+    self_skip_by: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     def plain_step(self, batch_size: int) -> float:
         return self.base + self.per_request * max(batch_size - self.idle_requests, 0)
 
-    def accepted(self, source: Mode, request: str) -> int:
-        """Tokens accepted of each draft of ``request``'s from ``source``."""
+    def draft(self, source: Mode, request: str) -> tuple[int, int]:
+        """Tokens of each draft of ``request``'s from ``source``, and how many are accepted."""
         if source is Mode.SELF_SKIP:
-            return self.self_skip_accepted
-        return self.lookup_accepted_by.get(request, self.lookup_accepted)
+            return self.self_skip_by.get(request, (SELF_SKIP_LEN, self.self_skip_accepted))
+        return LOOKUP_LEN, self.lookup_accepted_by.get(request, self.lookup_accepted)
 
 
 def _run(
@@ -47,34 +49,34 @@ def _run(
     machine: Machine,
     batch_size: int,
     lookup_rows: list[int],
+    first: int = 0,
 ) -> tuple[list[Mode], float]:
-    """One step per entry of ``lookup_rows`` (how many requests, of r0, r1,
-    ..., have a lookup draft that step: the first ones); returns the modes
-    chosen and the batch's speedup over plain in tokens per second."""
-    requests = [f"r{i}" for i in range(batch_size)]
+    """One step per entry of ``lookup_rows`` (how many requests, of r<first>,
+    r<first + 1>, ..., have a lookup draft that step: the first ones); returns
+    the modes chosen and the batch's speedup over plain in tokens per second."""
+    requests = [f"r{i}" for i in range(first, first + batch_size)]
     chosen, tokens, seconds = [], 0.0, 0.0
     for found in lookup_rows:
         mode = guard.choose(
             batch_size, dict.fromkeys(requests[:found], LOOKUP_LEN), requests[found:]
         )
         chosen.append(mode)
-        looked_up = requests[:found] if mode.looks_up else []
-        drafted = requests[found:] if mode.self_skips else []
-        forwards = SELF_SKIP_FORWARDS if drafted else 0
-        draft_tokens = len(looked_up) * LOOKUP_LEN + len(drafted) * SELF_SKIP_LEN
+        outcomes = {
+            source: {r: machine.draft(source, r) for r in drafting}
+            for source, drafting in (
+                (Mode.LOOKUP, requests[:found] if mode.looks_up else []),
+                (Mode.SELF_SKIP, requests[found:] if mode.self_skips else []),
+            )
+        }
+        # A batch drafts with the skipped model until its longest draft stops.
+        forwards = max((n for n, _ in outcomes[Mode.SELF_SKIP].values()), default=0)
+        draft_tokens = sum(n for by_request in outcomes.values() for n, _ in by_request.values())
         step = (
             machine.plain_step(batch_size)
             + (machine.per_draft_token + machine.per_draft_token_request * batch_size)
             * draft_tokens
             + (machine.per_forward + machine.per_forward_request * batch_size) * forwards
         )
-        outcomes = {
-            source: {r: (length, machine.accepted(source, r)) for r in drafting}
-            for source, drafting, length in (
-                (Mode.LOOKUP, looked_up, LOOKUP_LEN),
-                (Mode.SELF_SKIP, drafted, SELF_SKIP_LEN),
-            )
-        }
         accepted = sum(a for by_request in outcomes.values() for _, a in by_request.values())
         guard.observe(Cycle(batch_size, draft_tokens, forwards, accepted, step))
         for source, by_request in outcomes.items():
@@ -315,3 +317,44 @@ def test_a_batch_size_far_from_the_measured_ones_is_not_extrapolated():
     assert 1.0 < guard.status()["batch_sizes"][1]["predicted_speedup"]["self-skip"] < 2.0
     assert _mostly(chosen, Mode.SELF_SKIP)
     assert speedup > 1.15
+
+
+def _alternating_lone_requests(per_forward: float) -> tuple[list[Mode], list[Mode], float]:
+    """Lone requests in turn, 40 steps each: the even ones stop their
+    self-skip drafts after 1 token, rejected; the odd ones draft 4 tokens,
+    all accepted. Returns the modes of the even and the odd requests' steps
+    and the speedup over the run."""
+    machine = Machine(
+        per_draft_token=0.0,
+        per_forward=per_forward,
+        self_skip_by={f"r{i}": (4, 4) if i % 2 else (1, 0) for i in range(40)},
+    )
+    guard = ProfitabilityGuard(lookup=False)
+    even, odd, speedups = [], [], []
+    for request in range(40):
+        chosen, speedup = _run(guard, machine, 1, [0] * 40, first=request)
+        (odd if request % 2 else even).extend(chosen)
+        speedups.append(speedup)
+    return even, odd, sum(speedups) / len(speedups)
+
+
+def test_a_request_whose_drafts_are_accepted_drafts_longer_and_pays_for_it():
+    """Self-skip drafts stop where the skipped model is unsure, so the
+    requests whose drafts are accepted draft longer. A draft forward of 25
+    ms against a 30 ms plain step: the odd requests' drafts take 5 tokens
+    in 130 ms, 1.15x plain; the even requests' lose. Costed at the mean
+    draft's forwards (2.5) the odd requests' 4 accepted tokens are not
+    matched by their 4 forwards, and the even requests' single forward is
+    costed at 2.5: the guard ran the odd ones' drafts on 62 of 800 steps."""
+    even, odd, speedup = _alternating_lone_requests(per_forward=0.025)
+    assert odd.count(Mode.SELF_SKIP) > len(odd) / 3
+    assert even.count(Mode.SELF_SKIP) <= len(even) / PROBE_INTERVAL + MIN_OBSERVATIONS
+    assert speedup > 1.015
+
+
+def test_long_accepted_drafts_that_cost_more_than_they_gain_are_not_run():
+    """As above with 33 ms draft forwards: the odd requests' drafts take
+    5 tokens in 162 ms, 0.93x plain."""
+    even, odd, speedup = _alternating_lone_requests(per_forward=0.033)
+    assert (even + odd).count(Mode.SELF_SKIP) <= len(even + odd) / PROBE_INTERVAL
+    assert speedup > 0.98
