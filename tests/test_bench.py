@@ -194,6 +194,8 @@ def test_tables_render_all_rows(groups):
     assert categories[0].split() == ["category", "self-skip", "bs1", "self-skip", "bs2"]
     assert [line.split()[0] for line in categories[2:]] == [ALL, "qa", "rag"]
     assert format_table(["a", "b"], [[None, 1.234]]).splitlines()[2].split() == ["-", "1.23"]
+    # Every method failed (e.g. out of memory): the headers, no crash.
+    assert format_table(["method", "tok/s"], []).splitlines() == ["method  tok/s", "------  -----"]
 
 
 def test_plots_are_written(groups, tmp_path):
