@@ -25,8 +25,8 @@ def lookup_drafts(
     drafts = [tokens[row, :0] for row in range(len(lengths))]
     if width < 2:
         return drafts
-    rows = np.arange(len(lengths))
-    last = np.where(lengths > 0, tokens[rows, np.maximum(lengths - 1, 0)], -1)
+    # A row of one token or none has no position before its last.
+    last = tokens[np.arange(len(lengths)), np.maximum(lengths - 1, 0)]
     # Where an earlier n-gram could end: at a copy of the last token, never
     # at the last position itself (np.nonzero lists them row by row).
     before_last = np.arange(width) < (lengths - 1)[:, None]

@@ -342,10 +342,10 @@ def test_a_request_whose_drafts_are_accepted_drafts_longer_and_pays_for_it():
     """Self-skip drafts stop where the skipped model is unsure, so the
     requests whose drafts are accepted draft longer. A draft forward of 25
     ms against a 30 ms plain step: the odd requests' drafts take 5 tokens
-    in 130 ms, 1.15x plain; the even requests' lose. Costed at the mean
-    draft's forwards (2.5) the odd requests' 4 accepted tokens are not
-    matched by their 4 forwards, and the even requests' single forward is
-    costed at 2.5: the guard ran the odd ones' drafts on 62 of 800 steps."""
+    in 130 ms, 1.15x plain; the even requests' lose. A guard that costed
+    every draft at the mean draft's forwards (2.5) underpriced the odd
+    requests' 4 forwards and overpriced the even requests' single one, and
+    ran the odd ones' drafts on 62 of their 800 steps."""
     even, odd, speedup = _alternating_lone_requests(per_forward=0.025)
     assert odd.count(Mode.SELF_SKIP) > len(odd) / 3
     assert even.count(Mode.SELF_SKIP) <= len(even) / PROBE_INTERVAL + MIN_OBSERVATIONS
