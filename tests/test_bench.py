@@ -361,6 +361,21 @@ def test_rounds_rotate_the_methods_and_count_every_call():
     assert workload.num_generate_calls() == 3 * 2 * (4 + 1)
 
 
+def test_interleaved_groups_meet_a_new_order_in_every_repeat():
+    workload = Workload([{}] * 8, [2], 8, 0.0, repeats=3)
+    labels = ["vanilla", "vanilla-twin", "ngram", "self-skip"]
+    groups = workload.groups(2)
+    orders = {
+        (repeat, group.start): workload.group_order(labels, 2, repeat, group)
+        for repeat, group in workload.timed_groups(2)
+    }
+    for group in groups:  # four groups, four methods: a turn counter repeated itself
+        firsts = [orders[repeat, group.start][0] for repeat in range(3)]
+        assert len(set(firsts)) == 3
+    for repeat in range(3):
+        assert {orders[repeat, group.start][0] for group in groups} == set(labels)
+
+
 def test_rounds_merge_timings_and_sum_counters():
     def engine_run(repeat: int, drafts: int, phase: str) -> MethodRun:
         request = RequestResult("q", "qa", 8)

@@ -63,6 +63,18 @@ class Workload:
         shift = turn % len(labels)
         return labels[shift:] + labels[:shift]
 
+    def group_order(
+        self, labels: list[str], batch_size: int, repeat: int, group: range
+    ) -> list[str]:
+        """The methods' order for one interleaved group: the first method
+        moves on by one from group to group and from repeat to repeat, so
+        a group meets a different order in each repeat. (A turn counted
+        over all calls gave every group the same order in every repeat
+        whenever the groups were a multiple of the methods, and a method
+        that ran after another engine on every repeat of a category could
+        not be told from a method slower there.)"""
+        return self.method_order(labels, repeat + group.start // batch_size)
+
     def timed_groups(self, batch_size: int, round_index: int = 0) -> Iterator[tuple[int, range]]:
         """(repeat, prompt indices) of every timed call at ``batch_size``;
         repeats are numbered after the earlier rounds' ones."""
@@ -264,9 +276,9 @@ def run_interleaved(
     round_index: int = 0,
 ) -> tuple[dict[str, MethodRun], dict[str, str]]:
     """Every method's engine at once; each group is timed on every method
-    back to back, first method rotating from group to group, so the
-    machine's drift (minutes long, 10% here) lands on every method alike.
-    Returns the runs and the methods that failed (a failed method leaves
+    back to back, first method rotating from group to group and repeat to
+    repeat, so the machine's drift (minutes long, 10% here) lands on every
+    method alike. Returns the runs and the methods that failed (a failed method leaves
     the rotation; the others go on)."""
     errors: dict[str, str] = {}
 
@@ -285,16 +297,14 @@ def run_interleaved(
                 sessions[label] = stack.enter_context(
                     method_session(label, model, config, workload)
                 )
-        turn = 0
         for batch_size in workload.batch_sizes:
             progress.set_postfix_str(f"bs{batch_size}")
             for repeat, indices in workload.timed_groups(batch_size, round_index):
-                for label in workload.method_order(list(configs), turn):
+                for label in workload.group_order(list(configs), batch_size, repeat, indices):
                     if label not in errors:
                         with failing_alone(label):
                             sessions[label].time(batch_size, repeat, indices)
                     progress.update(1)
-                turn += 1
             for label, session in sessions.items():
                 if label not in errors:
                     with failing_alone(label):
