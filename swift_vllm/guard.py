@@ -22,11 +22,12 @@ down; a static batch (offline ``generate``) then finishes later, with its
 slowest request. At batch size 1 the two rates are the same. The two halves are
 learned apart because they vary apart:
 
-* **Costs** depend on the batch, not on the text. Per batch-size bucket, a
-  least-squares fit over every step (whatever it ran) explains the whole
-  step cycle, from one proposal to the next (lookup, drafting, the target's
-  verification and vLLM's own work), by the requests, the draft tokens
-  verified, the self-skip draft forwards and whether any ran.
+* **Costs** depend on the batch, not on the text. Per batch-size bucket,
+  least squares over every step (whatever it ran) explain the whole step
+  cycle, from one proposal to the next, in two parts: the self-skip
+  drafting, which the proposer times, by its draft forwards; the rest
+  (lookup, the target's verification and vLLM's own work) by the requests
+  and the draft tokens verified.
 * **Gains** depend on the text: the tokens accepted per lookup draft and per
   self-skip draft, each measured on its own source's drafts only, so lookup's
   acceptance cannot flatter a losing skip set, and each measured on the steps
@@ -51,10 +52,19 @@ what the guard expected when it chose them, and the mode's later predictions
 are scaled by how its own steps came out (accepted tokens and seconds, each as
 realized over expected, over recent steps of that mode in the bucket).
 
+A step now and then takes many times its cost (a garbage collection,
+another process on the cores, a one-time setup), and in a least-squares fit
+one such step outweighs hundreds: one lookup step of 1 s among 80 ms ones
+kept a bucket from ever looking up again, and in another run plain steps
+came to be predicted to take no time and the guard drafted on every step at
+0.85x. So a bucket does not measure its first step of each kind (it runs the
+kind again), a later step counts at most ``STALL_FACTOR`` times what the fit
+predicted for it, and no step is predicted faster than the bucket's fastest.
+
 A bucket predicts with its own costs the kinds of step it has run (with the
 cheaper kinds), and the others with the nearest bucket that has run every kind
 (scaled to its own plain steps; no fit predicts beyond the batch sizes it has
-seen); a bucket with nothing to go by runs each kind once, richest first. One
+seen); a bucket with nothing to go by runs each kind, richest first. One
 step in ``EXPLORE_INTERVAL`` then runs a kind seen fewer than
 ``MIN_OBSERVATIONS`` times, unless that kind is predicted far below the best:
 where a draft forward costs nearly a whole step (large models on CPUs) a
@@ -95,6 +105,8 @@ EXPLORE_WORTH = 0.8
 # CALIBRATION_DECAY per step of that mode.
 CALIBRATION_PRIOR = 4
 CALIBRATION_DECAY = 1.0 / 64
+# A measured step counts at most this many times its predicted seconds.
+STALL_FACTOR = 3.0
 # Each bucket logs its steps per mode and latest predictions this often.
 LOG_INTERVAL = 1000
 # A request's own acceptance starts as if it had REQUEST_PRIOR drafts
@@ -147,6 +159,7 @@ class Cycle:
     draft_forwards: float  # self-skip draft forwards
     accepted: int  # draft tokens accepted, both sources
     seconds: float
+    draft_seconds: float = 0.0  # of ``seconds``, in self-skip draft forwards
 
     @property
     def kind(self) -> Mode:
@@ -155,26 +168,56 @@ class Cycle:
             return Mode.SELF_SKIP
         return Mode.LOOKUP if self.draft_tokens else Mode.PLAIN
 
-    def features(self) -> np.ndarray:
-        return np.array(
-            [1.0, self.requests, self.draft_tokens, self.draft_forwards, self.draft_forwards > 0]
-        )
+
+class _Line:
+    """Exponentially weighted least squares of seconds on features,
+    predicting no less than the fastest seen (a line through a few points
+    can dip below it, even below zero)."""
+
+    def __init__(self, ridge: list[float]) -> None:
+        self._ridge = np.diag(ridge)
+        self._gram = np.zeros((len(ridge), len(ridge)))
+        self._moment = np.zeros(len(ridge))
+        self._coef: np.ndarray | None = None
+        self._fastest = np.inf
+
+    def add(self, x: np.ndarray, seconds: float) -> None:
+        self._gram = (1 - _COST_DECAY) * self._gram + np.outer(x, x)
+        self._moment = (1 - _COST_DECAY) * self._moment + x * seconds
+        self._coef = None
+        self._fastest = min(self._fastest, seconds)
+
+    @property
+    def coef(self) -> np.ndarray:
+        if self._coef is None:
+            self._coef = np.linalg.lstsq(self._gram + self._ridge, self._moment, rcond=None)[0]
+        return self._coef
+
+    def seconds(self, x: np.ndarray) -> float:
+        return max(float(x @ self.coef), self._fastest)
 
 
 class _CostFit:
-    """Exponentially weighted least squares of a cycle's seconds on its features."""
+    """A cycle's seconds in two parts, fitted apart: the self-skip draft
+    forwards, which the proposer times, by their number; and the rest (the
+    target's verification, lookup, vLLM's own work) by the requests and the
+    draft tokens verified. One line through all of it could not tell a
+    self-skip step's draft tokens from its draft forwards, which grow
+    together: one run priced a draft token at 73 ms and a draft forward at
+    less than nothing, predicted a lookup step at five plain ones, and never
+    looked up again where vLLM's ``ngram`` ran 1.12x."""
 
     def __init__(self) -> None:
-        self._gram = np.zeros((5, 5))
-        self._moment = np.zeros(5)
-        self._coef: np.ndarray | None = None
+        # A touch of ridge on the per-request cost: where a bucket saw one
+        # batch size only, the intercept takes the whole fixed cost.
+        self._verify = _Line([0.0, _REQUEST_RIDGE, 0.0])
+        self._draft = _Line([0.0, 0.0])
         self._requests: tuple[int, int] | None = None  # fewest and most seen
 
     def add(self, cycle: Cycle) -> None:
-        x = cycle.features()
-        self._gram = (1 - _COST_DECAY) * self._gram + np.outer(x, x)
-        self._moment = (1 - _COST_DECAY) * self._moment + x * cycle.seconds
-        self._coef = None
+        self._verify.add(self._verify_features(cycle), cycle.seconds - cycle.draft_seconds)
+        if cycle.draft_forwards:
+            self._draft.add(self._draft_features(cycle), cycle.draft_seconds)
         low, high = self._requests or (cycle.requests, cycle.requests)
         self._requests = (min(low, cycle.requests), max(high, cycle.requests))
 
@@ -183,20 +226,36 @@ class _CostFit:
         has seen: a line through batches of 17-32 says little about one
         request, and where another bucket's costs stand in, extrapolating
         them can even predict a step to take no time."""
-        if self._coef is None:
-            # A touch of ridge on the per-request cost: where a bucket saw one
-            # batch size only, the intercept takes the whole fixed cost.
-            ridge = np.diag([0.0, _REQUEST_RIDGE, 0.0, 0.0, 0.0])
-            self._coef = np.linalg.lstsq(self._gram + ridge, self._moment, rcond=None)[0]
+        verify, draft = self._parts(cycle)
+        return verify + draft
+
+    def capped(self, cycle: Cycle) -> Cycle:
+        """``cycle`` with each part at most STALL_FACTOR times its prediction."""
+        verify, draft = self._parts(cycle)
+        drafting = min(cycle.draft_seconds, STALL_FACTOR * draft)
+        rest = min(cycle.seconds - cycle.draft_seconds, STALL_FACTOR * verify)
+        return replace(cycle, seconds=rest + drafting, draft_seconds=drafting)
+
+    def coefficients(self) -> dict[str, float]:
+        names = ("base", "per_request", "per_draft_token", "per_self_skip", "per_draft_forward")
+        coef = np.concatenate([self._verify.coef, self._draft.coef])
+        return dict(zip(names, map(float, coef), strict=True))
+
+    def _parts(self, cycle: Cycle) -> tuple[float, float]:
         if self._requests is not None:
             low, high = self._requests
             cycle = replace(cycle, requests=min(max(cycle.requests, low), high))
-        return float(cycle.features() @ self._coef)
+        verify = self._verify.seconds(self._verify_features(cycle))
+        draft = self._draft.seconds(self._draft_features(cycle)) if cycle.draft_forwards else 0.0
+        return verify, draft
 
-    def coefficients(self) -> dict[str, float]:
-        self.seconds(Cycle(1, 0, 0, 0, 0.0))  # fits if needed
-        names = ("base", "per_request", "per_draft_token", "per_draft_forward", "per_self_skip")
-        return dict(zip(names, map(float, self._coef), strict=True))
+    @staticmethod
+    def _verify_features(cycle: Cycle) -> np.ndarray:
+        return np.array([1.0, cycle.requests, cycle.draft_tokens])
+
+    @staticmethod
+    def _draft_features(cycle: Cycle) -> np.ndarray:
+        return np.array([1.0, cycle.draft_forwards])
 
 
 @dataclass
@@ -330,7 +389,8 @@ class _Bucket:
     """What the guard knows about one batch-size bucket."""
 
     costs: _CostFit = field(default_factory=_CostFit)
-    seen: dict[Mode, int] = field(default_factory=dict)  # cycles of each kind
+    seen: dict[Mode, int] = field(default_factory=dict)  # cycles of each kind measured
+    unmeasured: set[Mode] = field(default_factory=lambda: set(Mode))  # kinds not run yet
     forwards: float = 0.0  # running mean of draft forwards per self-skip cycle
     steps: int = 0
     since_probe: int = 0  # steps that could have probed since the last probe
@@ -471,7 +531,7 @@ class ProfitabilityGuard:
         for mode in modes:
             accepted, cycle = steps[mode]
             factor = bucket.calibration.get(mode, _Calibration()).accepted.factor
-            seconds = max(costs.costs.seconds(cycle), 1e-6)
+            seconds = costs.costs.seconds(cycle)
             expected[mode] = _Expected(
                 tokens=_batch_tokens(step.batch_size, [1 + a * factor for a in accepted]),
                 seconds=seconds * costs.calibration.get(mode, _Calibration()).seconds.factor,
@@ -486,8 +546,13 @@ class ProfitabilityGuard:
         it is the step last chosen, how it came out against its prediction."""
         last, self._last = self._last, None
         bucket = self._bucket(cycle.requests)
-        bucket.costs.add(cycle)
         kind = cycle.kind
+        if kind in bucket.unmeasured:  # the first step of a kind may pay a one-time cost
+            bucket.unmeasured.remove(kind)
+            return
+        if bucket.seen.get(kind):
+            cycle = bucket.costs.capped(cycle)
+        bucket.costs.add(cycle)
         bucket.seen[kind] = bucket.seen.get(kind, 0) + 1
         if last is not None and last.mode is kind and last.bucket == batch_bucket(cycle.requests):
             calibration = bucket.calibration.setdefault(kind, _Calibration())
@@ -507,7 +572,7 @@ class ProfitabilityGuard:
         """Per batch-size bucket: the steps run in each mode, the last step's
         predicted speedup of each mode, each mode's calibration (accepted
         tokens and seconds, realized over the model's), and the fitted costs
-        (seconds; None until every mode has run once, as the guard uses them
+        (seconds; None until every mode has been measured, as the guard uses them
         from then on); per draft source: the measured gains."""
         return {
             "batch_sizes": {

@@ -285,6 +285,7 @@ class SelfSkipProposer:
                     previous.draft_steps,
                     accepted,
                     started - previous.started,
+                    previous.draft_s or 0.0,
                 )
             )
 

@@ -10,6 +10,7 @@ from swift_vllm.guard import (
     Cycle,
     Mode,
     ProfitabilityGuard,
+    _CostFit,
     batch_bucket,
 )
 
@@ -33,6 +34,8 @@ class Machine:
     lookup_accepted_by: dict[str, int] = field(default_factory=dict)
     # Requests whose self-skip drafts are (tokens, accepted) instead.
     self_skip_by: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # The next steps take this many times their cost (stalls), one each.
+    stalls: list[float] = field(default_factory=list)
 
     def plain_step(self, batch_size: int) -> float:
         return self.base + self.per_request * max(batch_size - self.idle_requests, 0)
@@ -71,14 +74,18 @@ def _run(
         # A batch drafts with the skipped model until its longest draft stops.
         forwards = max((n for n, _ in outcomes[Mode.SELF_SKIP].values()), default=0)
         draft_tokens = sum(n for by_request in outcomes.values() for n, _ in by_request.values())
+        drafting = (machine.per_forward + machine.per_forward_request * batch_size) * forwards
         step = (
             machine.plain_step(batch_size)
             + (machine.per_draft_token + machine.per_draft_token_request * batch_size)
             * draft_tokens
-            + (machine.per_forward + machine.per_forward_request * batch_size) * forwards
+            + drafting
         )
+        if machine.stalls:
+            stall = machine.stalls.pop(0)
+            step, drafting = step * stall, drafting * stall
         accepted = sum(a for by_request in outcomes.values() for _, a in by_request.values())
-        guard.observe(Cycle(batch_size, draft_tokens, forwards, accepted, step))
+        guard.observe(Cycle(batch_size, draft_tokens, forwards, accepted, step, drafting))
         for source, by_request in outcomes.items():
             guard.observe_drafts(source, by_request)
         tokens += batch_size + accepted
@@ -96,32 +103,83 @@ def test_buckets():
     assert [batch_bucket(b) for b in (1, 2, 3, 4, 5, 16, 17)] == [1, 2, 4, 4, 8, 16, 32]
 
 
-def test_runs_each_kind_once_then_measures_what_could_win():
+def test_runs_each_kind_twice_then_measures_what_could_win():
     guard = ProfitabilityGuard(lookup=True)
-    first, _ = _run(guard, Machine(), 1, [0, 1])
+    first, _ = _run(guard, Machine(), 1, [0, 1] * 2)
     assert guard.status()["batch_sizes"][1]["costs"] is None  # plain not run yet
     later, _ = _run(guard, Machine(), 1, [0, 1] * 11)
     first += later
-    # Richest first; then the drafting kinds (both far ahead of plain) at
-    # least MIN_OBSERVATIONS times, plain only once.
-    assert first[:3] == [Mode.SELF_SKIP, Mode.LOOKUP, Mode.PLAIN]
+    # Richest first, each kind twice (its first step is not measured); then
+    # the drafting kinds (both far ahead of plain) at least
+    # MIN_OBSERVATIONS times, plain only twice.
+    assert first[:6] == [Mode.SELF_SKIP, Mode.LOOKUP] * 2 + [Mode.PLAIN] * 2
     assert first.count(Mode.SELF_SKIP) >= MIN_OBSERVATIONS
     assert first.count(Mode.LOOKUP) >= MIN_OBSERVATIONS
-    assert first.count(Mode.PLAIN) == 1
+    assert first.count(Mode.PLAIN) == 2
     costs = guard.status()["batch_sizes"][1]["costs"]
     assert costs["base"] == pytest.approx(0.030, rel=1e-6)
     assert costs["per_draft_token"] == pytest.approx(0.001, rel=1e-6)
 
 
-def test_a_kind_that_loses_badly_is_run_once():
+def test_a_stalled_first_step_does_not_rule_a_kind_out():
+    """A bucket's first lookup step took 1 s among 80 ms ones (a stall) and
+    the fit priced a draft token at 0.24 s: that bucket never looked up
+    again. Now the first step of a kind is not measured."""
+    machine = Machine(stalls=[12.0])
+    guard = ProfitabilityGuard(lookup=True)
+    chosen, speedup = _run(guard, machine, 4, [4] * 300)
+    assert _mostly(chosen[10:], Mode.LOOKUP)
+    assert speedup > 1.5
+
+
+def test_a_later_stall_counts_as_a_bounded_slow_step():
+    """Past its first step a kind's stall counts STALL_FACTOR times its
+    prediction: a stalled plain step among few does not make plain look
+    many times slower and every drafting step look worth it."""
+    machine = Machine(per_forward=0.060, self_skip_accepted=1)
+    guard = ProfitabilityGuard(lookup=False)
+    _run(guard, machine, 8, [0] * 20)
+    machine.stalls = [50.0]
+    chosen, speedup = _run(guard, machine, 8, [0] * 200)
+    assert Mode.SELF_SKIP not in chosen[:100]
+    costs = guard.status()["batch_sizes"][8]["costs"]
+    assert costs["base"] < 0.030 * 1.2
+
+
+def test_no_step_is_predicted_faster_than_the_fastest_seen():
+    """Draft tokens that happened to come with faster steps give the line a
+    negative slope, which predicted long drafts to take no time."""
+    fit = _CostFit()
+    for tokens, seconds in ((0, 0.08), (4, 0.10), (8, 0.02)):
+        fit.add(Cycle(4, tokens, 0, 0, seconds))
+    assert fit.seconds(Cycle(4, 16, 0, 0, 0.0)) == pytest.approx(0.02)
+
+
+def test_self_skip_steps_price_their_draft_tokens_apart_from_their_forwards():
+    """A self-skip step's draft tokens grow with its draft forwards; priced
+    by one line, their costs could not be told apart, and a lookup step
+    (tokens, no forwards) was predicted at several plain steps."""
+    fit = _CostFit()
+    for _ in range(3):
+        fit.add(Cycle(4, 0, 0, 0, 0.070))
+    for forwards in (1, 2, 3, 4, 1, 2, 3, 4):
+        drafting = 0.010 + 0.050 * forwards
+        verify = 0.070 + 0.002 * 4 * forwards
+        fit.add(Cycle(4, 4 * forwards, forwards, 0, verify + drafting, drafting))
+    assert fit.seconds(Cycle(4, 16, 0, 0, 0.0)) == pytest.approx(0.070 + 0.032)
+    assert fit.seconds(Cycle(4, 8, 3, 0, 0.0)) == pytest.approx(0.070 + 0.016 + 0.160)
+
+
+def test_a_kind_that_loses_badly_is_run_twice():
     """Where a draft forward costs nearly a whole step (a large model on
-    CPUs), a self-skip step costs several plain ones: run once, it is not
-    measured further, and a batch size met later does not run it at all."""
+    CPUs), a self-skip step costs several plain ones: measured once (after
+    the unmeasured first), it is not measured further, and a batch size
+    met later does not run it at all."""
     machine = Machine(per_forward=0.060, self_skip_accepted=1)
     guard = ProfitabilityGuard(lookup=False)
     chosen, speedup = _run(guard, machine, 8, [0] * 200)
-    assert chosen.count(Mode.SELF_SKIP) == 1
-    assert speedup > 0.98
+    assert chosen.count(Mode.SELF_SKIP) == 2
+    assert speedup > 0.96  # two steps at five plain ones' cost, in 200
     chosen, _ = _run(guard, machine, 3, [0] * 50)
     assert Mode.SELF_SKIP not in chosen
 
