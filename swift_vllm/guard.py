@@ -55,11 +55,12 @@ realized over expected, over recent steps of that mode in the bucket).
 A step now and then takes many times its cost (a garbage collection,
 another process on the cores, a one-time setup), and in a least-squares fit
 one such step outweighs hundreds: one lookup step of 1 s among 80 ms ones
-kept a bucket from ever looking up again, and in another run plain steps
-came to be predicted to take no time and the guard drafted on every step at
-0.85x. So a bucket does not measure its first step of each kind (it runs the
-kind again), a later step counts at most ``STALL_FACTOR`` times what the fit
-predicted for it, and no step is predicted faster than the bucket's fastest.
+kept a bucket from ever looking up again. So a bucket does not measure its
+first step of each kind (it runs the kind again), and a later step counts
+at most ``STALL_FACTOR`` times what the fit predicted for it. Nor is a step
+predicted faster than the fastest seen: in one run a line through a few
+points predicted plain steps to take no time, and the guard drafted on
+every step at 0.85x of plain.
 
 A bucket predicts with its own costs the kinds of step it has run (with the
 cheaper kinds), and the others with the nearest bucket that has run every kind
@@ -204,8 +205,8 @@ class _CostFit:
     draft tokens verified. One line through all of it could not tell a
     self-skip step's draft tokens from its draft forwards, which grow
     together: one run priced a draft token at 73 ms and a draft forward at
-    less than nothing, predicted a lookup step at five plain ones, and never
-    looked up again where vLLM's ``ngram`` ran 1.12x."""
+    less than nothing, predicted lookup at 0.2x of plain, and hardly looked
+    up where vLLM's ``ngram`` ran 1.12x."""
 
     def __init__(self) -> None:
         # A touch of ridge on the per-request cost: where a bucket saw one
