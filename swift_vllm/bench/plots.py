@@ -69,7 +69,8 @@ def plot_speedup_by_category(rows: list[dict[str, Any]], path: Path) -> None:
         ax.set_title(f"batch size {batch_size}")
         ax.set_ylabel("speedup")
         ax.set_xticks(range(len(categories)), categories, rotation=30, ha="right")
-    axes[0, 0].legend(ncol=len(methods))
+    if methods:  # none when every speculative engine failed to start
+        axes[0, 0].legend(ncol=len(methods))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
