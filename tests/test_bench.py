@@ -512,10 +512,19 @@ def test_bench_interleaved_times_each_group_on_every_method_in_turn(smollm2, tmp
             json.loads, (out / "answers" / f"{label}_bs1.jsonl").read_text().split("\n")[:-1]
         )
     )
-    # 2 prompts x 2 repeats = 4 groups, each run by the 3 methods in a row
+    # 2 prompts x 2 repeats = 4 groups, each run by the 3 methods in a row;
+    # the first method moves on by one from group to group and from repeat
+    # to repeat, so each group meets a different order in each repeat
     turns = [calls[i : i + 3] for i in range(0, len(calls), 3)]
     assert len(turns) == 4
+    orders = {}
     for turn, group in enumerate(turns):
         assert len({(repeat, qid) for _, _, repeat, qid in group}) == 1
-        assert [method for _, method, _, _ in group] == labels[turn % 3 :] + labels[: turn % 3]
+        repeat, position = divmod(turn, 2)
+        assert group[0][2] == repeat
+        shift = (repeat + position) % 3
+        methods = [method for _, method, _, _ in group]
+        assert methods == labels[shift:] + labels[:shift]
+        orders.setdefault(group[0][3], []).append(methods)
+    assert all(first != second for first, second in orders.values())
     assert all(r["speedup"] > 0 for r in results["results"])
