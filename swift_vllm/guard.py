@@ -563,8 +563,9 @@ class ProfitabilityGuard:
             bucket.forwards += weight * (cycle.draft_forwards - bucket.forwards)
 
     def observe_drafts(self, source: Mode, outcomes: dict[str, tuple[int, int]]) -> None:
-        """Drafts of ``source`` were verified: ``outcomes`` maps each request
-        that drafted to its draft's tokens and how many were accepted."""
+        """Drafts of ``source`` were verified (or, held back, compared with
+        what the model generated): ``outcomes`` maps each request that
+        drafted to its draft's tokens and how many were accepted."""
         gain = self._gains[source]
         for request, (tokens, accepted) in outcomes.items():
             gain.add(request, tokens, accepted)
@@ -574,7 +575,9 @@ class ProfitabilityGuard:
         predicted speedup of each mode, each mode's calibration (accepted
         tokens and seconds, realized over the model's), and the fitted costs
         (seconds; None until every mode has been measured, as the guard uses them
-        from then on); per draft source: the measured gains."""
+        from then on); per draft source: the measured gains (of the drafts
+        verified and, for lookup, also of those held back and scored against
+        the tokens generated instead)."""
         return {
             "batch_sizes": {
                 size: {
@@ -592,7 +595,7 @@ class ProfitabilityGuard:
             },
             "drafts": {
                 source.value: {
-                    "verified": gain.overall.drafts,
+                    "measured": gain.overall.drafts,
                     "accepted_per_draft": gain.overall.accepted,
                     "tokens_per_draft": gain.overall.length,
                 }

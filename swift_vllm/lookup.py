@@ -53,3 +53,46 @@ def lookup_drafts(
             r, follow = row[first], best % width + 1
             drafts[r] = tokens[r, follow : min(follow + k[r], lengths[r])]
     return drafts
+
+
+class UnsentDrafts:
+    """Lookup drafts a step did not send, scored against the tokens the model
+    then generated. A lookup draft is fixed in advance (a one-hot draft
+    distribution), so vLLM would accept its next token with exactly the
+    probability that plain decoding samples that token, greedy or not: the
+    length of the generated continuation's prefix that matches the draft is
+    distributed as the draft's accepted count. The profitability guard thus
+    learns each request's lookup acceptance while it runs plain steps; it
+    otherwise knew only the acceptance of the requests it had drafted for, and
+    a new request that copies its prompt looked like the average one."""
+
+    def __init__(self) -> None:
+        self._pending: dict[str, tuple[np.ndarray, int]] = {}  # request -> draft, first position
+
+    def add(self, request: str, draft: list[int], position: int) -> None:
+        """``draft`` guessed ``request``'s tokens from ``position`` on and was
+        not sent. One pending draft per request: a later one overlaps it."""
+        self._pending.setdefault(request, (np.asarray(draft), position))
+
+    def resolve(
+        self, req_ids: list[str], lengths: np.ndarray, tokens: np.ndarray
+    ) -> dict[str, tuple[int, int]]:
+        """Per pending draft whose outcome the running requests' tokens
+        (``tokens[row, :lengths[row]]`` for ``req_ids[row]``) now show: its
+        tokens and how many the model generated alike. Drafts of requests
+        that are no longer running are dropped."""
+        outcomes, pending = {}, {}
+        for row, request in enumerate(req_ids):
+            if request not in self._pending:
+                continue
+            draft, position = self._pending[request]
+            seen = tokens[row, position : min(int(lengths[row]), position + len(draft))]
+            mismatch = np.flatnonzero(seen != draft[: len(seen)])
+            if len(mismatch):
+                outcomes[request] = (len(draft), int(mismatch[0]))
+            elif len(seen) == len(draft):
+                outcomes[request] = (len(draft), len(draft))
+            else:
+                pending[request] = self._pending[request]
+        self._pending = pending
+        return outcomes

@@ -22,7 +22,7 @@ import torch
 from swift_vllm.config import SelfSkipConfig
 from swift_vllm.guard import Cycle, Mode, ProfitabilityGuard
 from swift_vllm.layer_skip import skipped_forward
-from swift_vllm.lookup import lookup_drafts
+from swift_vllm.lookup import UnsentDrafts, lookup_drafts
 from swift_vllm.scoring import WindowPicker, score_candidates
 from swift_vllm.skip_set import SkipSet
 from swift_vllm.stats import DraftStats
@@ -88,6 +88,7 @@ class SelfSkipProposer:
         self.skip_set: SkipSet | None = None  # known once the model is loaded
         self.stats = DraftStats()
         self._guard = ProfitabilityGuard(self.options.lookup) if self.options.guard else None
+        self._unsent = UnsentDrafts()  # lookup drafts the guard held back
         self._search = None  # a SearchClient unless the set is fixed
         self._runner: RunnerView | None = None
         self._stack: DecoderStack | None = None
@@ -162,6 +163,7 @@ class SelfSkipProposer:
         self._observe(req_ids, sampled_token_ids, started)
 
         lengths = num_tokens_no_spec[:num_reqs].astype(np.int64)
+        self._observe_unsent(req_ids, lengths, token_ids_cpu)
         budgets = np.minimum(self.max_draft_len, self.max_model_len - lengths)
         rows = [i for i in range(num_reqs) if sampled_token_ids[i] and budgets[i] > 0]
         scored = self._search is not None and self._search_step(
@@ -175,6 +177,9 @@ class SelfSkipProposer:
         self_skip_rows = [i for i in rows if not drafts[i]]
         mode = self._choose_mode(req_ids, rows, self_skip_rows, drafts)
         if not mode.looks_up:
+            for i in rows:
+                if drafts[i]:
+                    self._unsent.add(req_ids[i], drafts[i], int(lengths[i]))
             drafts = [[] for _ in range(num_reqs)]
         looked_up = {req_ids[i]: len(drafts[i]) for i in rows if drafts[i]}
         draft_s, steps, draft_probs = None, 0, None
@@ -259,6 +264,14 @@ class SelfSkipProposer:
                 step_s,
                 len(req_ids),
             )
+
+    def _observe_unsent(
+        self, req_ids: list[str], lengths: np.ndarray, token_ids: np.ndarray
+    ) -> None:
+        """Tell the guard how the lookup drafts it held back would have fared."""
+        outcomes = self._unsent.resolve(req_ids, lengths, token_ids)
+        if outcomes and self._guard is not None:
+            self._guard.observe_drafts(Mode.LOOKUP, outcomes)
 
     def _observe_for_guard(
         self,

@@ -1,6 +1,6 @@
 import numpy as np
 
-from swift_vllm.lookup import lookup_drafts
+from swift_vllm.lookup import UnsentDrafts, lookup_drafts
 
 
 def _draft(tokens, k=4, lo=2, hi=5):
@@ -57,3 +57,38 @@ def test_a_batch_matches_the_definition_row_by_row():
         for row, draft in enumerate(drafts):
             context = tokens[row, : lengths[row]].tolist()
             assert draft.tolist() == _reference(context, lo, hi, k[row]), (context, lo, hi)
+
+
+def _resolve(unsent, contexts):
+    """``contexts``: request -> its tokens so far (one row each)."""
+    width = max(len(c) for c in contexts.values())
+    tokens = np.zeros((len(contexts), width), dtype=np.int64)
+    for row, context in enumerate(contexts.values()):
+        tokens[row, : len(context)] = context
+    lengths = np.array([len(c) for c in contexts.values()])
+    return unsent.resolve(list(contexts), lengths, tokens)
+
+
+def test_an_unsent_draft_is_scored_by_the_tokens_generated_after_it():
+    unsent = UnsentDrafts()
+    unsent.add("a", [7, 8, 9], position=3)  # guessed tokens 3, 4, 5 of [1, 2, 3]
+    assert _resolve(unsent, {"a": [1, 2, 3, 7]}) == {}  # one token alike so far
+    assert _resolve(unsent, {"a": [1, 2, 3, 7, 5]}) == {"a": (3, 1)}
+    assert _resolve(unsent, {"a": [1, 2, 3, 7, 5, 9]}) == {}  # scored once
+
+
+def test_an_unsent_draft_the_model_generated_in_full_or_at_once():
+    unsent = UnsentDrafts()
+    unsent.add("a", [7, 8], position=1)
+    unsent.add("b", [4, 4, 4], position=2)
+    outcomes = _resolve(unsent, {"a": [0, 7, 8], "b": [1, 1, 4, 5, 6]})
+    assert outcomes == {"a": (2, 2), "b": (3, 1)}
+
+
+def test_one_pending_draft_per_request_and_none_for_requests_gone():
+    unsent = UnsentDrafts()
+    unsent.add("a", [5, 6], position=1)
+    unsent.add("a", [9, 9], position=1)  # overlaps the pending one: ignored
+    unsent.add("b", [5], position=1)
+    assert _resolve(unsent, {"a": [0, 5, 6]}) == {"a": (2, 2)}
+    assert _resolve(unsent, {"b": [0, 5]}) == {}  # b left the batch: dropped
