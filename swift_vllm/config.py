@@ -66,7 +66,8 @@ class SelfSkipConfig:
     lookup and self-skip) with the lowest predicted mean time per output
     token of the running requests (their TPOT: drafts for some requests
     slow the step for all), from step costs fitted per batch size and each
-    source's measured acceptance,
+    source's measured acceptance (lookup's also from the drafts it held
+    back, scored against the tokens generated instead),
     probing the others now and then (see ``swift_vllm/guard.py``). ``False``
     always drafts with every enabled drafter."""
 
