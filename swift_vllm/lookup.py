@@ -81,6 +81,8 @@ class UnsentDrafts:
         (``tokens[row, :lengths[row]]`` for ``req_ids[row]``) now show: its
         tokens and how many the model generated alike. Drafts of requests
         that are no longer running are dropped."""
+        if not self._pending:  # the common case: every step, nothing held back
+            return {}
         outcomes, pending = {}, {}
         for row, request in enumerate(req_ids):
             if request not in self._pending:
