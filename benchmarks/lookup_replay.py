@@ -7,7 +7,7 @@ each policy (a draft is accepted up to its first token unlike the output)
 and counts, per category, the verification steps the output needs, the
 draft tokens sent and the tokens accepted. Fewer steps is better.
 
-* ``latest``: the latest occurrence (ours);
+* ``latest``: the latest occurrence (ours: ``lookup_drafts`` itself);
 * ``earliest``: the earliest (vLLM's);
 * ``latest-full``: the latest occurrence followed by a whole draft's worth
   of context, else the one followed by the most.
@@ -18,6 +18,10 @@ draft tokens sent and the tokens accepted. Fewer steps is better.
 import argparse
 import json
 from pathlib import Path
+
+import numpy as np
+
+from swift_vllm.lookup import lookup_drafts
 
 POLICIES = ("latest", "earliest", "latest-full")
 
@@ -39,13 +43,16 @@ def match_ends(context: list[int], min_ngram: int, max_ngram: int) -> list[int]:
 
 
 def draft(context: list[int], policy: str, k: int, min_ngram: int, max_ngram: int) -> list[int]:
+    if policy == "latest":  # the proposer's own lookup
+        (found,) = lookup_drafts(
+            np.array([context]), np.array([len(context)]), min_ngram, max_ngram, np.array([k])
+        )
+        return found.tolist()
     ends = match_ends(context, min_ngram, max_ngram)
     if not ends:
         return []
     if policy == "earliest":
         end = ends[0]
-    elif policy == "latest":
-        end = ends[-1]
     else:
         end = max(ends, key=lambda e: (min(len(context) - 1 - e, k), e))
     return context[end + 1 : end + 1 + k]
