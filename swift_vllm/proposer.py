@@ -175,7 +175,7 @@ class SelfSkipProposer:
             self._lookup(rows, lengths, token_ids_cpu, drafts)
         # Only requests without a lookup draft run the skipped model.
         self_skip_rows = [i for i in rows if not drafts[i]]
-        mode = self._choose_mode(req_ids, rows, self_skip_rows, drafts)
+        mode = self._choose_mode(req_ids, rows, self_skip_rows, drafts, lengths)
         if not mode.looks_up:
             for i in rows:
                 if drafts[i]:
@@ -220,6 +220,7 @@ class SelfSkipProposer:
         rows: list[int],
         self_skip_rows: list[int],
         drafts: list[list[int]],
+        lengths: np.ndarray,
     ) -> Mode:
         """The drafters this step runs: the guard's choice, if it is on."""
         if not rows:
@@ -230,6 +231,7 @@ class SelfSkipProposer:
             len(req_ids),
             {req_ids[i]: len(drafts[i]) for i in rows if drafts[i]},
             [req_ids[i] for i in self_skip_rows],
+            {req_ids[i]: int(lengths[i]) for i in rows},
         )
         if self_skip_rows and not mode.self_skips:
             self.stats.guard_skipped_steps += 1
