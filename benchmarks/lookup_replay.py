@@ -96,6 +96,16 @@ def generate(args) -> list[dict]:
     ]
 
 
+def load_outputs(args) -> list[dict]:
+    """The greedy outputs in ``args.out``, generated (and written there) if it is missing."""
+    out = Path(args.out)
+    if out.exists():
+        return [json.loads(line) for line in out.open()]
+    records = generate(args)
+    out.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return records
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2")
@@ -108,11 +118,7 @@ def main() -> None:
         "--out", type=Path, required=True, help="outputs file: read if it exists, else written"
     )
     args = parser.parse_args()
-    if args.out.exists():
-        records = [json.loads(line) for line in args.out.open()]
-    else:
-        records = generate(args)
-        args.out.write_text("".join(json.dumps(r) + "\n" for r in records))
+    records = load_outputs(args)
     categories = sorted({r["category"] for r in records})
     print(
         f"{'category':>15} {'prompts':>7} {'tokens':>6}  "

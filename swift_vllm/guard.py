@@ -23,11 +23,16 @@ Judged one step at a time instead (the running requests' mean time per token
 in that step, as this guard once did), a request that copies its prompt
 among requests that do not is never drafted for, though drafting for it now
 and then keeps it ahead at little cost to the rest. Replaying the dev
-prompts' greedy outputs through this guard at batch 8 (HISTORY.md, stop 29),
-translation ran 1.09-1.12x of plain that way against vLLM's ``ngram`` at
-1.18x; weighted, 1.16-1.17x, with powers 0, 1 and 4 no better over the five
-categories. At batch size 1 every one of these rates is the same. The two halves are
-learned apart because they vary apart:
+prompts' greedy outputs through this guard at batch 8
+(``benchmarks/guard_replay.py``), translation ran 1.11-1.12x of plain that
+way against vLLM's ``ngram`` at 1.18-1.19x, and 1.16-1.17x weighted; over
+five categories both ran 1.01-1.02x, as did powers 1 to 8 (higher powers
+take fewer lookup steps: a little faster where few requests copy, slower
+where most do). Measured at batch 8, translation went from 0.94x to 1.09x
+of plain (``ngram`` 1.09x and 1.08x). At batch size 1 every one of these
+rates is the same.
+
+The rate's two halves are learned apart because they vary apart:
 
 * **Costs** depend on the batch, not on the text. Per batch-size bucket,
   least squares over every step (whatever it ran) explain the whole step
