@@ -2,13 +2,17 @@
 
 1. ``masked_add_rmsnorm`` (C++ on CPU, Triton on CUDA) against its PyTorch
    composite over decode- and scoring-sized inputs.
-2. One decode step of a SmolLM2-shaped Llama (random weights, no vLLM):
-   the full model and a layer-skip draft, each with the fused op and with
-   the composite, and the draft/full cost ratio against the fraction of
-   weights the draft still runs.
+2. One decode step of a SmolLM2- or Qwen2.5-1.5B-shaped Llama (random
+   weights, no vLLM): the full model and a layer-skip draft, each with the
+   fused op and with the composite, and the draft/full cost ratio against
+   the fraction of weights the draft still runs. On CUDA each step is also
+   timed replayed from a CUDA graph, as vLLM runs its decode steps; the
+   self-skip drafter runs its draft forwards eagerly, so "eager draft /
+   graphed full" is what a draft forward costs against a verify step there.
 
     python benchmarks/bench_kernels.py            # CPU here, CUDA if present
     python benchmarks/bench_kernels.py --device cpu
+    python benchmarks/bench_kernels.py --shape qwen2.5-1.5b --rows 1,8,32
 """
 
 import argparse
@@ -79,18 +83,41 @@ def bench_op(device: str) -> None:
 
 @dataclass(frozen=True)
 class Shape:
-    """SmolLM2-135M: the model the project's fast tests run."""
+    """The sizes of a Llama-shaped decoder."""
 
-    layers: int = 30
-    hidden: int = 576
-    heads: int = 9
-    kv_heads: int = 3
-    intermediate: int = 1536
-    vocab: int = 49152
+    layers: int
+    hidden: int
+    heads: int
+    kv_heads: int
+    intermediate: int
+    vocab: int
 
     @property
     def head_dim(self) -> int:
         return self.hidden // self.heads
+
+
+# The project's two benchmark models (swift_vllm.models).
+SHAPES = {
+    "smollm2": Shape(layers=30, hidden=576, heads=9, kv_heads=3, intermediate=1536, vocab=49152),
+    "qwen2.5-1.5b": Shape(
+        layers=28, hidden=1536, heads=12, kv_heads=2, intermediate=8960, vocab=151936
+    ),
+}
+
+
+def cuda_graph(fn: Callable[[], object]) -> Callable[[], None]:
+    """``fn`` captured in a CUDA graph (after warm-up on a side stream); returns its replay."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return graph.replay
 
 
 class TinyLlama:
@@ -159,49 +186,66 @@ class TinyLlama:
         )
 
 
-def bench_draft_step(device: str, rows: int, ratio: float, context: int) -> None:
-    dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    s = Shape()
+def bench_draft_step(device: str, shape: str, rows: int, ratio: float, context: int) -> None:
+    graphed = device == "cuda"
+    dtype = torch.bfloat16 if graphed else torch.float32
+    s = SHAPES[shape]
     model = TinyLlama(s, context, device, dtype)
     candidates = list(range(2, 2 * s.layers - 2))  # first and last layer always run
     g = torch.Generator().manual_seed(0)
     pick = torch.randperm(len(candidates), generator=g)[: round(ratio * len(candidates))]
     skip = frozenset(candidates[i] for i in pick.tolist())
     x = torch.randn(rows, s.hidden, device=device, dtype=dtype)
-    fused: NormFn = masked_add_rmsnorm
-    configs = [
-        (name, label, sk, fn)
+    steps = {
+        (name, label): (sk, fn)
         for name, sk in (("full", frozenset()), ("draft", skip))
-        for label, fn in (("composite", masked_add_rmsnorm_ref), ("fused", fused))
-    ]
+        for label, fn in (("composite", masked_add_rmsnorm_ref), ("fused", masked_add_rmsnorm))
+    }
     with torch.inference_mode():
-        measured = time_us(
-            [lambda sk=sk, fn=fn: model.step(x.clone(), sk, fn) for *_, sk, fn in configs],
-            device,
-        )
-    times = {(name, label): t for (name, label, *_), t in zip(configs, measured, strict=True)}
+        fns = {
+            key: lambda sk=sk, fn=fn: model.step(x.clone(), sk, fn)
+            for key, (sk, fn) in steps.items()
+        }
+        if graphed:
+            for name in ("full", "draft"):
+                fns[(name, "graphed")] = cuda_graph(fns[(name, "fused")])
+        times = dict(zip(fns, time_us(list(fns.values()), device), strict=True))
     print(
-        f"\ndecode step, SmolLM2 shape, {rows} rows, {context} context tokens, "
+        f"\ndecode step, {shape} shape, {rows} rows, {context} context tokens, "
         f"{str(dtype).removeprefix('torch.')}, {device} ({backend(device)}), ms"
     )
-    print(f"{'step':>6} {'composite':>10} {'fused':>8} {'speedup':>8}")
+    print(
+        f"{'step':>6} {'composite':>10} {'fused':>8} {'speedup':>8}"
+        + (" graphed" if graphed else "")
+    )
     for name in ("full", "draft"):
         ref, fus = times[(name, "composite")], times[(name, "fused")]
-        print(f"{name:>6} {ref / 1e3:10.2f} {fus / 1e3:8.2f} {ref / fus:7.2f}x")
-    cost = times[("draft", "fused")] / times[("full", "fused")]
+        line = f"{name:>6} {ref / 1e3:10.2f} {fus / 1e3:8.2f} {ref / fus:7.2f}x"
+        print(line + (f" {times[(name, 'graphed')] / 1e3:8.3f}" if graphed else ""))
     weights = model.weight_fraction(skip)
+    ratios = {"eager": times[("draft", "fused")] / times[("full", "fused")]}
+    if graphed:
+        ratios["graphed"] = times[("draft", "graphed")] / times[("full", "graphed")]
+        ratios["eager draft / graphed full"] = (
+            times[("draft", "fused")] / times[("full", "graphed")]
+        )
     print(
-        f"draft skips {len(skip)} of {len(candidates)} sub-layers: cost ratio "
-        f"{cost:.3f}, weight fraction {weights:.3f} ({cost / weights - 1:+.1%})"
+        f"draft skips {len(skip)} of {len(candidates)} sub-layers, weight fraction "
+        f"{weights:.3f}; cost ratio "
+        + ", ".join(f"{name} {value:.3f}" for name, value in ratios.items())
     )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--rows", type=int, default=4, help="rows in the decode step")
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="smollm2")
+    parser.add_argument(
+        "--rows", default="4", help="comma-separated rows (batch sizes) of the decode step"
+    )
     parser.add_argument("--skip-ratio", type=float, default=0.45)
     parser.add_argument("--context", type=int, default=256)
+    parser.add_argument("--no-op", action="store_true", help="skip the op table")
     parser.add_argument(
         "--threads", type=int, help="CPU threads (torch default; 1 is steadier on shared machines)"
     )
@@ -209,8 +253,10 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    bench_op(args.device)
-    bench_draft_step(args.device, args.rows, args.skip_ratio, args.context)
+    if not args.no_op:
+        bench_op(args.device)
+    for rows in (int(r) for r in args.rows.split(",")):
+        bench_draft_step(args.device, args.shape, rows, args.skip_ratio, args.context)
 
 
 if __name__ == "__main__":

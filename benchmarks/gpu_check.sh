@@ -4,7 +4,8 @@
 # Builds the native library (failing loudly if it cannot), runs
 # tests/test_kernels.py with Triton compiled for the GPU (not interpreted),
 # and times Triton against the PyTorch composite with triton.testing.do_bench
-# (op and SmolLM2-shaped decode step). About 2 minutes on one H200.
+# (the op, then SmolLM2- and Qwen2.5-1.5B-shaped decode steps, eager and from
+# a CUDA graph). About 2 minutes on one H200.
 #
 #   benchmarks/gpu_check.sh            # PYTHON=... to pick the interpreter
 set -euo pipefail
@@ -26,4 +27,6 @@ echo "== tests: Triton on the GPU, C++ ops on the CPU"
 "$PY" -m pytest -q -p no:cacheprovider tests/test_kernels.py
 
 echo "== benchmarks: do_bench medians"
-"$PY" benchmarks/bench_kernels.py --device cuda
+"$PY" benchmarks/bench_kernels.py --device cuda --rows 1,8,32 --context 512
+"$PY" benchmarks/bench_kernels.py --device cuda --no-op --shape qwen2.5-1.5b --rows 1,8,32 \
+  --context 512
