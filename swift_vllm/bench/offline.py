@@ -47,6 +47,8 @@ class Workload:
     """Engines per method, started one method after another in rotating
     order, so the machine's drift between processes (10% here) is shared
     by every method instead of landing on one."""
+    engine_args: dict[str, Any] = field(default_factory=dict)
+    """vLLM engine arguments that replace ``ENGINE_DEFAULTS`` in every engine."""
 
     def groups(self, batch_size: int) -> list[range]:
         """Index ranges of the prompt groups at this batch size."""
@@ -174,7 +176,7 @@ class MethodRun:
 
 def engine_overrides(speculative_config: dict | None, workload: Workload) -> dict[str, Any]:
     """``make_llm`` overrides of a benchmark engine."""
-    overrides: dict[str, Any] = {
+    overrides: dict[str, Any] = workload.engine_args | {
         "max_num_seqs": max(workload.batch_sizes),
         "enable_prefix_caching": False,
     }

@@ -18,7 +18,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ from typing import Any
 from tqdm import tqdm
 
 from swift_vllm.bench.methods import BASELINE
-from swift_vllm.engine import CPU_KV_CACHE_GIB, ENGINE_DEFAULTS
+from swift_vllm.engine import CPU_KV_CACHE_GIB, ENGINE_DEFAULTS, cli_flags
 
 STARTUP_TIMEOUT_S = 900
 # Fields of vLLM's result JSON kept per run (times in milliseconds).
@@ -52,6 +52,8 @@ class ServeWorkload:
     num_prompts: int
     max_tokens: int
     temperature: float
+    engine_args: dict[str, Any] = field(default_factory=dict)
+    """vLLM engine arguments that replace ``ENGINE_DEFAULTS`` on every server."""
 
 
 def write_prompts(questions: list[dict], path: Path) -> Path:
@@ -61,18 +63,12 @@ def write_prompts(questions: list[dict], path: Path) -> Path:
     return path
 
 
-def server_args(max_num_seqs: int) -> list[str]:
-    """``vllm serve`` flags matching the offline engines (``ENGINE_DEFAULTS``)."""
-    d = ENGINE_DEFAULTS
-    return [
-        "--dtype", d["dtype"],
-        *(["--enforce-eager"] if d["enforce_eager"] else []),
-        "--max-model-len", str(d["max_model_len"]),
-        "--max-num-seqs", str(max_num_seqs),
-        "--gpu-memory-utilization", str(d["gpu_memory_utilization"]),
-        "--seed", str(d["seed"]),
-        "--no-enable-prefix-caching",
-    ]  # fmt: skip
+def server_args(max_num_seqs: int, engine_args: dict[str, Any] | None = None) -> list[str]:
+    """``vllm serve`` flags matching the offline engines: ``ENGINE_DEFAULTS``,
+    then ``engine_args`` (``--engine-args``)."""
+    settings = {k: v for k, v in ENGINE_DEFAULTS.items() if k != "disable_log_stats"}
+    settings |= engine_args or {}
+    return cli_flags(settings | {"max_num_seqs": max_num_seqs, "enable_prefix_caching": False})
 
 
 def swift_vllm(*argv: str) -> list[str]:
@@ -81,11 +77,15 @@ def swift_vllm(*argv: str) -> list[str]:
 
 
 def server_command(
-    model: str, speculative_config: dict | None, max_num_seqs: int, port: int
+    model: str,
+    speculative_config: dict | None,
+    max_num_seqs: int,
+    port: int,
+    engine_args: dict[str, Any] | None = None,
 ) -> list[str]:
     spec = ["--speculative-config", json.dumps(speculative_config)] if speculative_config else []
     address = ["--host", "127.0.0.1", "--port", str(port)]
-    return swift_vllm("serve", model, *spec, *address, *server_args(max_num_seqs))
+    return swift_vllm("serve", model, *spec, *address, *server_args(max_num_seqs, engine_args))
 
 
 def _free_port() -> int:
@@ -171,7 +171,13 @@ def run_method(
 ) -> list[dict[str, Any]]:
     """Serve one method and run every concurrency level against it."""
     rows = []
-    command = partial(server_command, work.model, speculative_config, max(work.concurrency))
+    command = partial(
+        server_command,
+        work.model,
+        speculative_config,
+        max(work.concurrency),
+        engine_args=work.engine_args,
+    )
     with server(command, out / f"{label}.server.log") as base:
         for concurrency in work.concurrency:
             progress.set_postfix_str(f"{label} c{concurrency}")

@@ -39,7 +39,7 @@ from swift_vllm.bench.report import (
     summarize,
     write_results,
 )
-from swift_vllm.engine import DEV_PROMPTS, ENGINE_DEFAULTS
+from swift_vllm.engine import DEV_PROMPTS, ENGINE_DEFAULTS, parse_engine_args
 from swift_vllm.models import KNOWN_MODELS, fetch_model
 
 logger = logging.getLogger(__name__)
@@ -57,6 +57,13 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return value
+
+
+def engine_args(text: str) -> dict:
+    try:
+        return parse_engine_args(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"--engine-args: {err}") from None
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -90,6 +97,14 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         type=json.loads,
         default={},
         help="JSON of self-skip options merged into every self-skip method",
+    )
+    parser.add_argument(
+        "--engine-args",
+        type=engine_args,
+        default={},
+        help="JSON of vLLM engine arguments replacing the CPU-sized defaults for every "
+        'method, e.g. \'{"dtype": "bfloat16", "enforce_eager": false, '
+        '"gpu_memory_utilization": 0.9}\' on a GPU (default: fp32, eager, 2048 tokens)',
     )
 
 
@@ -237,6 +252,7 @@ def run(args: argparse.Namespace) -> int:
         repeats=args.repeats,
         ignore_eos=args.ignore_eos,
         rounds=args.rounds,
+        engine_args=args.engine_args,
     )
     # vLLM's per-step INFO lines would bury the progress bar; VLLM_LOGGING_LEVEL overrides.
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")

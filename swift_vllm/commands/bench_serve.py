@@ -82,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
         num_prompts=len(questions),
         max_tokens=args.max_tokens,
         temperature=args.temperature,
+        engine_args=args.engine_args,
     )
     rows: list[dict] = []
     errors: dict[str, str] = {}
@@ -96,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     meta = common_meta(args, work.model, configs) | {
         "num_prompts": work.num_prompts,
         "concurrency": work.concurrency,
-        "server_args": server_args(max(work.concurrency)),
+        "server_args": server_args(max(work.concurrency), work.engine_args),
         "load": "vllm bench serve, openai backend (/v1/completions), request rate inf, "
         "--max-concurrency per level, one warm-up request per concurrent slot",
         "errors": errors,
