@@ -187,8 +187,8 @@ class TinyLlama:
 
 
 def bench_draft_step(device: str, shape: str, rows: int, ratio: float, context: int) -> None:
-    graphed = device == "cuda"
-    dtype = torch.bfloat16 if graphed else torch.float32
+    graphed = device == "cuda"  # vLLM replays decode steps from CUDA graphs there
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
     s = SHAPES[shape]
     model = TinyLlama(s, context, device, dtype)
     candidates = list(range(2, 2 * s.layers - 2))  # first and last layer always run
