@@ -16,6 +16,15 @@ runs them. What it shows is how a guard's choices play out on real text,
 not a measured speed.
 
     .venv/bin/python benchmarks/guard_replay.py --out /tmp/outputs48.jsonl --max-tokens 48
+
+The default costs are a batch-8 fit; at batch 4 pass that batch's fit
+(``smollm2/mt-bench-b4``): ``--batch-size 4 --base 0.0516 --per-request
+0.0056 --per-draft-token 0.0045 --draft-base 0.009 --per-draft-forward
+0.050``. With it, the guard as it was in that bench (weighting requests by
+their steps per token) replays the eight MT-bench categories
+(``--categories writing,roleplay,reasoning,math,coding,extraction,stem,
+humanities --prompts-per-category 4 --repeats 6``) where the bench put them:
+0.975x of plain (bench 0.97x), writing and roleplay 0.94-0.95x (bench 0.93x).
 """
 
 import argparse
@@ -149,7 +158,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=2, help="replays with different noise")
     parser.add_argument("--min-ngram", type=int, default=2)
     parser.add_argument("--max-ngram", type=int, default=5)
-    parser.add_argument("--behind-power", type=float, help="override the guard's BEHIND_POWER")
+    parser.add_argument("--lead-scale", type=float, help="override the guard's LEAD_SCALE")
     # The guard's fit in smollm2/five-categories-b8-held-back, batch 8 (2 CPU cores).
     parser.add_argument("--base", type=float, default=0.0365)
     parser.add_argument("--per-request", type=float, default=0.00686)
@@ -158,8 +167,8 @@ def main() -> None:
     parser.add_argument("--per-draft-forward", type=float, default=0.040)
     parser.add_argument("--noise", type=float, default=0.08)
     args = parser.parse_args()
-    if args.behind_power is not None:
-        guard_module.BEHIND_POWER = args.behind_power
+    if args.lead_scale is not None:
+        guard_module.LEAD_SCALE = args.lead_scale
     costs = Costs(
         args.base,
         args.per_request,

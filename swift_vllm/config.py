@@ -64,9 +64,9 @@ class SelfSkipConfig:
     guard: bool = True
     """Profitability guard: per step, run the drafters (none, lookup only, or
     lookup and self-skip) with the highest predicted tokens per second, each
-    request's tokens weighted by how far behind it is (drafts for some
-    requests slow the step for all, so those for requests already ahead
-    must pay for the slowdown of the rest), from step costs fitted per
+    request's tokens weighted by how far it leads the requests that started
+    with it (drafts for some requests slow the step for all, and a batch
+    that started together ends with its slowest request), from step costs fitted per
     batch size and each source's measured acceptance (lookup's also from
     the drafts it held back, scored against the tokens generated instead),
     probing the others now and then (see ``swift_vllm/guard.py``). ``False``

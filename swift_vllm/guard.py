@@ -13,24 +13,30 @@ the guard which of three choices to run:
 
 The guard predicts each choice's decoding rate (Leviathan et al., DESIGN.md
 section 5) and runs the best; a richer choice has to beat the cheaper ones by
-``MIN_GAIN``. The rate is the batch's tokens per second with each request's
-tokens weighted by how far behind it is: the square of its steps per token
-so far (``BEHIND_POWER``). Unweighted, drafts for the few requests that keep
-finding them would be bought, step after step, with steps that slow every
-other request; a static batch (offline ``generate``) then finishes later,
-with its slowest request, and a server's mean time per output token rises.
-Judged one step at a time instead (the running requests' mean time per token
-in that step, as this guard once did), a request that copies its prompt
-among requests that do not is never drafted for, though drafting for it now
-and then keeps it ahead at little cost to the rest. Replaying the dev
-prompts' greedy outputs through this guard at batch 8
-(``benchmarks/guard_replay.py``), translation ran 1.11-1.12x of plain that
-way against vLLM's ``ngram`` at 1.18-1.19x, and 1.16-1.17x weighted; over
-five categories both ran 1.01-1.02x, as did powers 1 to 8 (higher powers
-take fewer lookup steps: a little faster where few requests copy, slower
-where most do). Measured at batch 8, translation went from 0.94x to 1.09x
-of plain (``ngram`` 1.09x and 1.08x). At batch size 1 every one of these
-rates is the same.
+``MIN_GAIN``. The rate is the batch's tokens per second, each request's
+tokens weighted by how far it is ahead of the requests that started with it.
+Requests first seen within ``COHORT_STEPS`` steps of each other started
+together (a static batch: an offline ``generate`` call, or a benchmark's
+batch), and such a batch ends with its slowest request: a token for a
+request already ahead of the slowest in its cohort shortens nothing until
+the others catch up, though it costs the whole batch the step's verify time.
+So a request's tokens count ``exp(-lead / LEAD_SCALE)``, its lead being the
+draft tokens it has accepted beyond the fewest any of its cohort has. A
+request alone in its cohort (a server's requests arrive one by one) leads no
+one, and every token counts the same: a server's slot freed sooner serves
+the next request sooner. Replaying the dev prompts' greedy outputs
+(``benchmarks/guard_replay.py``) against the earlier weight (each request's
+steps per token squared), with the step costs fitted in two batch-4 runs
+(5.6 ms and none per request), the eight MT-bench categories at batch 4 went
+from 0.975x to 0.989x and from 0.947x to 0.966x of plain, the five big
+categories at batch 4 from 1.032x to 1.044x and from 1.011x to 1.026x, and at
+batch 8 from 1.014x to 1.024x; translation at batch 8, where most requests
+copy but not evenly, from 1.163x to 1.134x (vLLM's ``ngram`` 1.185x).
+Judged one step at a time instead (the running requests' mean time per
+token in that step, as this guard once did), a request that copies its
+prompt among requests that do not is never drafted for, and a batch-8
+translation bench ran 0.94x of plain where ``ngram`` ran 1.09x. At batch
+size 1 every one of these rates is the same.
 
 The rate's two halves are learned apart because they vary apart:
 
@@ -91,6 +97,7 @@ step stays measured; probes are spaced so that they cost at most
 """
 
 import logging
+import math
 from dataclasses import dataclass, field, replace
 from enum import Enum
 
@@ -101,9 +108,11 @@ logger = logging.getLogger(__name__)
 # A richer choice runs only when its predicted rate beats the best cheaper
 # one by this factor: a margin for the model's error.
 MIN_GAIN = 1.03
-# A request's tokens count by its steps per token so far to this power: the
-# further behind it is, the more its drafts are worth.
-BEHIND_POWER = 2
+# Requests first seen within COHORT_STEPS steps of each other started
+# together; a request's tokens count exp(-lead / LEAD_SCALE), its lead being
+# the draft tokens it has accepted beyond the fewest any of them has.
+COHORT_STEPS = 4
+LEAD_SCALE = 3.0
 # Once measured, a step that would not run the richest mode runs it now and
 # then (one that would runs plain): at most one step in PROBE_INTERVAL, and
 # rarer when a probe is predicted to cost more than PROBE_COST of the steps
@@ -331,7 +340,7 @@ class _Expected:
     """A step's expected outcome in one mode: what the guard compares
     (calibrated), and what its model alone predicted (to calibrate it)."""
 
-    tokens: float  # the batch's tokens, weighted by how far behind their requests are
+    tokens: float  # the batch's tokens, weighted by how far ahead their requests are
     seconds: float
     model_accepted: float  # draft tokens accepted, over the batch
     model_seconds: float | None  # None where another bucket's costs predicted it
@@ -387,12 +396,13 @@ class _Calibration:
 class _Progress:
     """How far a request got while the guard saw it."""
 
-    first_length: int  # its tokens when first seen
+    first_step: int  # the guard's step when it was first seen
+    first_length: int  # its tokens then
     steps: int = 0  # steps since
 
-    def steps_per_token(self, length: int) -> float:
-        """Its steps per token so far (from 1, as if one plain step came first)."""
-        return (self.steps + 1) / (length - self.first_length + 1)
+    def gained(self, length: int) -> int:
+        """Draft tokens it has accepted since (tokens beyond one a step)."""
+        return length - self.first_length - self.steps
 
 
 @dataclass(frozen=True)
@@ -439,6 +449,7 @@ class ProfitabilityGuard:
         self._buckets: dict[int, _Bucket] = {}
         self._gains = {Mode.LOOKUP: _Gain(), Mode.SELF_SKIP: _Gain()}
         self._progress: dict[str, _Progress] = {}
+        self._steps = 0  # steps chosen for, over every bucket
         self._last: _Choice | None = None  # the latest step's, until observed
 
     def choose(
@@ -488,11 +499,24 @@ class ProfitabilityGuard:
 
     def _weights(self, lengths: dict[str, int]) -> dict[str, float]:
         """What a token is worth to each of these requests, given its tokens
-        so far; counts the step."""
-        self._progress = {r: self._progress.get(r) or _Progress(n) for r, n in lengths.items()}
+        so far: less the further it is ahead of its cohort; counts the step."""
+        self._steps += 1
+        self._progress = {
+            r: self._progress.get(r) or _Progress(self._steps, n) for r, n in lengths.items()
+        }
+        fewest_by_step: dict[int, int] = {}  # first step -> fewest gained among those
+        for request, progress in self._progress.items():
+            gained = progress.gained(lengths[request])
+            first = progress.first_step
+            fewest_by_step[first] = min(fewest_by_step.get(first, gained), gained)
         weights = {}
         for request, progress in self._progress.items():
-            weights[request] = progress.steps_per_token(lengths[request]) ** BEHIND_POWER
+            first = progress.first_step
+            fewest = min(
+                fewest_by_step.get(step, math.inf)
+                for step in range(first - COHORT_STEPS, first + COHORT_STEPS + 1)
+            )
+            weights[request] = math.exp(-(progress.gained(lengths[request]) - fewest) / LEAD_SCALE)
             progress.steps += 1
         return weights
 
