@@ -504,11 +504,11 @@ class ProfitabilityGuard:
         self._progress = {
             r: self._progress.get(r) or _Progress(self._steps, n) for r, n in lengths.items()
         }
+        gained = {r: p.gained(lengths[r]) for r, p in self._progress.items()}
         fewest_by_step: dict[int, int] = {}  # first step -> fewest gained among those
         for request, progress in self._progress.items():
-            gained = progress.gained(lengths[request])
             first = progress.first_step
-            fewest_by_step[first] = min(fewest_by_step.get(first, gained), gained)
+            fewest_by_step[first] = min(fewest_by_step.get(first, gained[request]), gained[request])
         weights = {}
         for request, progress in self._progress.items():
             first = progress.first_step
@@ -516,7 +516,7 @@ class ProfitabilityGuard:
                 fewest_by_step.get(step, math.inf)
                 for step in range(first - COHORT_STEPS, first + COHORT_STEPS + 1)
             )
-            weights[request] = math.exp(-(progress.gained(lengths[request]) - fewest) / LEAD_SCALE)
+            weights[request] = math.exp(-(gained[request] - fewest) / LEAD_SCALE)
             progress.steps += 1
         return weights
 
