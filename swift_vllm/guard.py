@@ -151,6 +151,10 @@ class Mode(Enum):
     LOOKUP = "lookup"
     SELF_SKIP = "self-skip"
 
+    # Members are singletons: hash them by identity. Enum's own hash runs in
+    # Python, and the guard looks modes up ~50 times a step.
+    __hash__ = object.__hash__
+
     @property
     def looks_up(self) -> bool:
         return self is not Mode.PLAIN
@@ -268,10 +272,11 @@ class _CostFit:
         return dict(zip(names, map(float, coef), strict=True))
 
     def _parts(self, cycle: Cycle) -> tuple[float, float]:
+        requests = cycle.requests
         if self._requests is not None:
             low, high = self._requests
-            cycle = replace(cycle, requests=min(max(cycle.requests, low), high))
-        verify = self._verify.seconds(self._verify_features(cycle))
+            requests = min(max(requests, low), high)
+        verify = self._verify.seconds(np.array([1.0, requests, cycle.draft_tokens]))
         draft = self._draft.seconds(self._draft_features(cycle)) if cycle.draft_forwards else 0.0
         return verify, draft
 
@@ -677,7 +682,11 @@ class ProfitabilityGuard:
         }
 
     def _bucket(self, batch_size: int) -> _Bucket:
-        return self._buckets.setdefault(batch_bucket(batch_size), _Bucket())
+        size = batch_bucket(batch_size)
+        bucket = self._buckets.get(size)
+        if bucket is None:  # not setdefault: a new _Bucket costs ~20 us
+            bucket = self._buckets[size] = _Bucket()
+        return bucket
 
     @staticmethod
     def _lacking(
