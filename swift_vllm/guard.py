@@ -245,7 +245,10 @@ class _CostFit:
         self._requests: tuple[int, int] | None = None  # fewest and most seen
 
     def add(self, cycle: Cycle) -> None:
-        self._verify.add(self._verify_features(cycle), cycle.seconds - cycle.draft_seconds)
+        self._verify.add(
+            self._verify_features(cycle.requests, cycle.draft_tokens),
+            cycle.seconds - cycle.draft_seconds,
+        )
         if cycle.draft_forwards:
             self._draft.add(self._draft_features(cycle), cycle.draft_seconds)
         low, high = self._requests or (cycle.requests, cycle.requests)
@@ -276,13 +279,13 @@ class _CostFit:
         if self._requests is not None:
             low, high = self._requests
             requests = min(max(requests, low), high)
-        verify = self._verify.seconds(np.array([1.0, requests, cycle.draft_tokens]))
+        verify = self._verify.seconds(self._verify_features(requests, cycle.draft_tokens))
         draft = self._draft.seconds(self._draft_features(cycle)) if cycle.draft_forwards else 0.0
         return verify, draft
 
     @staticmethod
-    def _verify_features(cycle: Cycle) -> np.ndarray:
-        return np.array([1.0, cycle.requests, cycle.draft_tokens])
+    def _verify_features(requests: float, draft_tokens: float) -> np.ndarray:
+        return np.array([1.0, requests, draft_tokens])
 
     @staticmethod
     def _draft_features(cycle: Cycle) -> np.ndarray:

@@ -227,11 +227,11 @@ def _patch_draftless_steps() -> None:
     speculative path, drafts or none: spec-decode metadata and the rejection
     sampler, ~0.4 ms a step at batch 4 on 2 CPU cores (``sample_tokens``'
     median 1.29 ms, 0.92 ms without them; ~1% of the step), paid on every
-    step the guard runs plain. A self-skip runner's
-    step with no draft tokens scheduled drops the metadata, so it samples as
-    a plain engine does: the same logits rows (one per request, its last
-    token), vLLM's plain sampler. Not for hybrid models, whose recurrent
-    state needs a zero-draft step to count as speculative (none is supported)."""
+    step the guard runs plain. A self-skip runner's step with no draft tokens
+    scheduled drops the metadata, so it samples as a plain engine does: the
+    same logits rows (one per request, its last token), vLLM's plain sampler.
+    Not for hybrid models, whose recurrent state needs a zero-draft step to
+    count as speculative (none is supported)."""
     from vllm.v1.worker.gpu_model_runner import GPUModelRunner
 
     original = GPUModelRunner._prepare_inputs
