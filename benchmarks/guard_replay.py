@@ -25,6 +25,15 @@ their steps per token) replays the eight MT-bench categories
 (``--categories writing,roleplay,reasoning,math,coding,extraction,stem,
 humanities --prompts-per-category 4 --repeats 6``) where the bench put them:
 0.975x of plain (bench 0.97x), writing and roleplay 0.94-0.95x (bench 0.93x).
+That fit's 5.6 ms a request overstates what a request that finishes early
+saves: timed step by step in process (stop 34), a batch-4 step costs the
+same with 1, 3 or 4 requests (30 ms), 1.5 ms a draft token verified, and a
+self-skip draft ~8 ms and 42 ms a forward. With those costs (``--base 0.030
+--per-request 0 --per-draft-token 0.0015 --draft-base 0.0075
+--per-draft-forward 0.042``) the replay puts ``ngram`` and the guard where
+the batch-4 benches did (0.966x and 0.975x, benches 0.95-0.97x and
+0.96-0.97x; with the fit above the guard replayed at 0.988x), and the guard
+whose probes of a losing mode are rarer by its shortfall at 0.982x.
 """
 
 import argparse
