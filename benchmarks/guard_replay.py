@@ -100,16 +100,18 @@ def decode(
         lookup = {i: d for i, d in lookup.items() if d[0]}
         self_skip = [r.id for r in running if r.id not in lookup]
         if policy == "guard":
-            mode = guard.choose(
+            decision = guard.choose(
                 len(running),
                 {i: len(d) for i, (d, _) in lookup.items()},
                 self_skip,
                 {r.id: len(r.prompt) + r.done for r in running},
             )
+            mode, sending = decision.mode, decision.lookup
             modes[mode] += 1
         else:
             mode = Mode.LOOKUP if policy == "ngram" and lookup else Mode.PLAIN
-        sent = {i: (len(d), a) for i, (d, a) in lookup.items()} if mode.looks_up else {}
+            sending = frozenset(lookup) if mode.looks_up else frozenset()
+        sent = {i: (len(d), a) for i, (d, a) in lookup.items() if i in sending}
         drafted = {}
         if mode.self_skips:
             for i in self_skip:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from swift_vllm.config import SelfSkipConfig
-from swift_vllm.guard import Cycle, Mode, ProfitabilityGuard
+from swift_vllm.guard import Cycle, Decision, Mode, ProfitabilityGuard
 from swift_vllm.layer_skip import skipped_forward
 from swift_vllm.lookup import UnsentDrafts, lookup_drafts
 from swift_vllm.scoring import WindowPicker, score_candidates
@@ -175,15 +175,14 @@ class SelfSkipProposer:
             self._lookup(rows, lengths, token_ids_cpu, drafts)
         # Only requests without a lookup draft run the skipped model.
         self_skip_rows = [i for i in rows if not drafts[i]]
-        mode = self._choose_mode(req_ids, rows, self_skip_rows, drafts, lengths)
-        if not mode.looks_up:
-            for i in rows:
-                if drafts[i]:
-                    self._unsent.add(req_ids[i], drafts[i], int(lengths[i]))
-            drafts = [[] for _ in range(num_reqs)]
+        decision = self._decide(req_ids, rows, self_skip_rows, drafts, lengths)
+        for i in rows:
+            if drafts[i] and req_ids[i] not in decision.lookup:
+                self._unsent.add(req_ids[i], drafts[i], int(lengths[i]))
+                drafts[i] = []
         looked_up = {req_ids[i]: len(drafts[i]) for i in rows if drafts[i]}
         draft_s, steps, draft_probs = None, 0, None
-        if self_skip_rows and mode.self_skips:
+        if self_skip_rows and decision.mode.self_skips:
             draft_started = time.perf_counter()
             with torch.inference_mode():
                 steps, draft_probs = self._draft(
@@ -214,28 +213,30 @@ class SelfSkipProposer:
         )
         return drafts
 
-    def _choose_mode(
+    def _decide(
         self,
         req_ids: list[str],
         rows: list[int],
         self_skip_rows: list[int],
         drafts: list[list[int]],
         lengths: np.ndarray,
-    ) -> Mode:
-        """The drafters this step runs: the guard's choice, if it is on."""
-        if not rows:
-            return Mode.PLAIN  # nobody can draft: a plain step, whatever the guard says
+    ) -> Decision:
+        """The drafters this step runs and the lookup drafts it sends: the
+        guard's choice, if it is on."""
+        lookup = {req_ids[i]: len(drafts[i]) for i in rows if drafts[i]}
+        if not rows:  # nobody can draft: a plain step, whatever the guard says
+            return Decision(Mode.PLAIN, frozenset())
         if self._guard is None:
-            return Mode.SELF_SKIP
-        mode = self._guard.choose(
+            return Decision(Mode.SELF_SKIP, frozenset(lookup))
+        decision = self._guard.choose(
             len(req_ids),
-            {req_ids[i]: len(drafts[i]) for i in rows if drafts[i]},
+            lookup,
             [req_ids[i] for i in self_skip_rows],
             {req_ids[i]: int(lengths[i]) for i in rows},
         )
-        if self_skip_rows and not mode.self_skips:
+        if self_skip_rows and not decision.mode.self_skips:
             self.stats.guard_skipped_steps += 1
-        return mode
+        return decision
 
     def _observe(self, req_ids: list[str], sampled: list[list[int]], started: float) -> None:
         """Feed the previous round's outcome to the stats, guard and search."""

@@ -61,7 +61,7 @@ def _run(
     batch_size: int,
     lookup_rows: list[int],
     first: int = 0,
-    score_held_back: bool = False,
+    score_held_back: bool = True,
 ) -> tuple[list[Mode], float]:
     """One step per entry of ``lookup_rows`` (how many requests, of r<first>,
     r<first + 1>, ..., have a lookup draft that step: the first ones); returns
@@ -72,17 +72,19 @@ def _run(
     lengths = _LENGTHS.setdefault(guard, {})
     chosen, tokens, seconds = [], 0.0, 0.0
     for found in lookup_rows:
-        mode = guard.choose(
+        decision = guard.choose(
             batch_size,
             dict.fromkeys(requests[:found], LOOKUP_LEN),
             requests[found:],
             {r: lengths.setdefault(r, PROMPT_LEN) for r in requests},
         )
+        mode = decision.mode
         chosen.append(mode)
+        sent = [r for r in requests[:found] if r in decision.lookup]
         outcomes = {
             source: {r: machine.draft(source, r) for r in drafting}
             for source, drafting in (
-                (Mode.LOOKUP, requests[:found] if mode.looks_up else []),
+                (Mode.LOOKUP, sent),
                 (Mode.SELF_SKIP, requests[found:] if mode.self_skips else []),
             )
         }
@@ -105,8 +107,8 @@ def _run(
             guard.observe_drafts(source, by_request)
         for r in requests:
             lengths[r] += 1 + sum(by_request.get(r, (0, 0))[1] for by_request in outcomes.values())
-        if score_held_back and not mode.looks_up:
-            held_back = requests[:found]
+        if score_held_back:
+            held_back = [r for r in requests[:found] if r not in sent]
             guard.observe_drafts(Mode.LOOKUP, {r: machine.draft(Mode.LOOKUP, r) for r in held_back})
         tokens += batch_size + accepted
         seconds += step
@@ -302,6 +304,33 @@ def test_lookup_for_one_request_of_a_static_batch_stops_once_it_leads():
     assert _mostly(chosen[-100:], Mode.LOOKUP)
 
 
+def test_lookup_drafts_of_a_request_ahead_of_its_batch_are_held_back():
+    """Batch 4, started together, every request with a lookup draft each
+    step: r0 copies its prompt (4 tokens of each draft accepted), the others
+    take 2. Lookup pays, but sent every step r0's drafts would add a third to
+    every step's draft tokens while it runs ahead of the others, with which
+    the batch ends (0.69 of a plain step's time per token for them). Held
+    back while it leads, r0's draft goes out about every other step, which
+    keeps it level with them (3 tokens a step), and the batch takes 0.65."""
+    machine = Machine(
+        base=0.030, per_draft_token=0.002, lookup_accepted=2, lookup_accepted_by={"r0": 4}
+    )
+    guard = ProfitabilityGuard(lookup=True)
+    sent = []
+    choose = guard.choose
+
+    def recording_choose(*args):
+        decision = choose(*args)
+        sent.append(decision.lookup)
+        return decision
+
+    guard.choose = recording_choose
+    chosen, speedup = _run(guard, machine, 4, [4] * 200)
+    assert _mostly(chosen[-100:], Mode.LOOKUP)
+    assert 30 <= sum("r0" in requests for requests in sent[-100:]) <= 60
+    assert max(_time_per_token(guard, speedup)) < 0.67
+
+
 @pytest.mark.parametrize("alone", [2, COHORT_STEPS + 5])
 def test_lookup_for_a_request_that_arrived_alone(alone):
     """As above, but the request ran ``alone`` steps before the others came.
@@ -404,14 +433,16 @@ def test_each_batch_size_corrects_the_model_by_how_its_steps_came_out():
     costs = {"per_request": 0.010, "per_draft_token": 0.008}
     full, alone = Machine(**costs, lookup_accepted=3), Machine(**costs, lookup_accepted=0)
     guard = ProfitabilityGuard(lookup=True)
-    for _ in range(10):
-        chosen4, _ = _run(guard, full, 4, [4] * 40)
-        chosen1, speedup = _run(guard, alone, 1, [1] * 40)
+    for batch in range(10):  # held-back drafts unscored: the model alone errs
+        chosen4, _ = _run(guard, full, 4, [4] * 40, first=5 * batch, score_held_back=False)
+        chosen1, speedup = _run(
+            guard, alone, 1, [1] * 40, first=5 * batch + 4, score_held_back=False
+        )
     assert _mostly(chosen4, Mode.LOOKUP)
     assert _mostly(chosen1, Mode.PLAIN)
     assert speedup > 0.97
     calibration = guard.status()["batch_sizes"][1]["calibration"]["lookup"]
-    assert calibration["accepted"] < 0.2
+    assert calibration["accepted"] < 0.3
     assert calibration["seconds"] == pytest.approx(1.0)
 
 
@@ -420,8 +451,8 @@ def test_new_requests_that_copy_their_prompt_get_lookup(score_held_back):
     """Batch 8 where lookup drafts accept 1 token of 4 and verifying them
     loses: plain. The next eight requests copy their prompts (all 4
     accepted). Known from the drafts verified alone, it takes a probe to find
-    out, and lookup is predicted at 0.64x of plain, so probes are rare (none
-    in these 48 steps); scoring the drafts held back against the tokens
+    out, and lookup is predicted at 0.64x of plain, so probes are rare (at
+    most one in these 48 steps); scoring the drafts held back against the tokens
     generated finds out in two steps here, and in the proposer, which scores
     a held-back draft once the tokens it guessed are generated, in at most
     LOOKUP_LEN more (1.58x plain over these 48 steps)."""
@@ -439,8 +470,8 @@ def test_new_requests_that_copy_their_prompt_get_lookup(score_held_back):
         plain_before_lookup = chosen.index(Mode.LOOKUP)
         assert plain_before_lookup <= 2
         assert _mostly(chosen[plain_before_lookup:], Mode.LOOKUP)
-    else:
-        assert Mode.LOOKUP not in chosen[: 3 + LOOKUP_LEN]
+    else:  # at most a probe, which sends the most promising draft only
+        assert chosen[: 3 + LOOKUP_LEN].count(Mode.LOOKUP) <= 1
 
 
 def test_lookup_drafts_that_half_the_batch_rejects():
