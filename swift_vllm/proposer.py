@@ -256,6 +256,8 @@ class SelfSkipProposer:
             self.stats.lookup_drafts += looked_up.requests
             self.stats.lookup_draft_tokens += looked_up.drafted
             self.stats.lookup_accepted_tokens += looked_up.accepted
+        if verified is not None and looked_up is not None:
+            self.stats.mixed_steps += 1
         if self._guard is not None:
             self._observe_for_guard(previous, req_ids, sampled, started, verified, looked_up)
         if self._search is not None and verified is not None:

@@ -49,6 +49,7 @@ class DraftStats(AcceptanceCounters):
     lookup_drafts: int = 0
     lookup_draft_tokens: int = 0
     lookup_accepted_tokens: int = 0
+    mixed_steps: int = 0  # steps that verified drafts of both sources (hybrid at work)
     draft_steps: int = 0  # batched draft forwards
     draft_seconds: float = 0.0
     verify_steps: int = 0  # target forwards between two proposals

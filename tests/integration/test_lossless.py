@@ -36,8 +36,10 @@ def test_greedy_equals_plain(self_skip_engine, plain_outputs, dev_prompts, skip_
 
     before = self_skip_engine.draft_stats()
     one_by_one = _one_by_one(llm, dev_prompts[:ONE_BY_ONE])
+    batched = self_skip_engine.draft_stats()
     batch = _tokens(llm.generate(dev_prompts, GREEDY, use_tqdm=False))
     counters = self_skip_engine.draft_stats() - before
+    in_batch = self_skip_engine.draft_stats() - batched
 
     assert all(len(t) > 0 for t in one_by_one)
     for i, (got, want) in enumerate(zip(one_by_one, plain_outputs["one_by_one"], strict=True)):
@@ -47,9 +49,14 @@ def test_greedy_equals_plain(self_skip_engine, plain_outputs, dev_prompts, skip_
     # Drafting really happened, and was partly accepted and partly rejected.
     assert counters.draft_tokens > 0
     assert 0 < counters.accepted_tokens < counters.draft_tokens
+    # The batch ran both sources, and in the same steps: some requests
+    # verified lookup drafts while others verified self-skip drafts.
+    assert in_batch.lookup_draft_tokens > 0 and in_batch.draft_tokens > 0
+    assert in_batch.mixed_steps > 0
     print(
         f"{skip_name}: acceptance {counters.acceptance_rate:.2%}, "
-        f"mean accepted length {counters.mean_accepted_length:.2f}"
+        f"mean accepted length {counters.mean_accepted_length:.2f}, "
+        f"{in_batch.mixed_steps} batch steps verified drafts of both sources"
     )
 
 
