@@ -110,8 +110,8 @@ def decode(
             modes[mode] += 1
         else:
             mode = Mode.LOOKUP if policy == "ngram" and lookup else Mode.PLAIN
-            sending = frozenset(lookup) if mode.looks_up else frozenset()
-        sent = {i: (len(d), a) for i, (d, a) in lookup.items() if i in sending}
+            sending = {i: len(d) for i, (d, _) in lookup.items()} if mode.looks_up else {}
+        sent = {i: (n, min(lookup[i][1], n)) for i, n in sending.items() if n}
         drafted = {}
         if mode.self_skips:
             for i in self_skip:

@@ -51,6 +51,16 @@ took the eight MT-bench categories from 0.981x to 0.985x of plain (math
 different lengths and the request ahead may be the one the batch ends
 with, went from 1.212x to 1.189x (and at batch 8 from 1.142x to 1.120x).
 
+The unit is the draft token, not the whole draft: each request's chance
+that its lookup draft is accepted up to each token is measured, and a draft
+goes out cut to the tokens that pay. Where a draft token costs a large share
+of a step (batch 4 and up on a CPU), a draft accepted half the time at its
+first token and seldom at its last pays for its first tokens only. In the
+replay (costs fitted in batch-4 and batch-8 runs) the eight MT-bench
+categories at batch 4 went from 0.977-0.982x to 0.990x of plain, the five
+big categories at batch 8 from 1.026x to 1.039-1.045x (translation
+1.11-1.13x either way), and at batch 1 from 1.24x to 1.245x.
+
 The rate's two halves are learned apart because they vary apart:
 
 * **Costs** depend on the batch, not on the text. Per batch-size bucket,
@@ -185,10 +195,11 @@ class Mode(Enum):
 
 @dataclass(frozen=True)
 class Decision:
-    """What a step runs: its mode, and the requests whose lookup drafts it sends."""
+    """What a step runs: its mode, and the requests whose lookup drafts it
+    sends, with how many of each draft's tokens (its first ones)."""
 
     mode: Mode
-    lookup: frozenset[str]
+    lookup: dict[str, int]
 
 
 def _token_worth(batch_size: int, weights: dict[str, float]) -> float:
@@ -208,28 +219,34 @@ def _batch_tokens(batch_size: int, weights: dict[str, float], accepted: dict[str
 
 
 def _worth_sending(
-    step: "_Step", accepted: dict[str, float], per_draft_token: float, plain_seconds: float
-) -> list[str]:
-    """The requests whose lookup drafts a step sends, given the tokens each
-    draft is expected to gain: in order of weighted tokens gained per draft
-    token verified, each draft that raises the step's rate (the set with the
-    best rate is such a prefix). A request far ahead of its cohort gains the
-    batch nothing, and its draft would slow every request's step. At least
-    the most promising draft, so that a step that looks up (a probe, too)
-    still measures what verifying a draft token costs."""
+    step: "_Step", reached: dict[str, list[float]], per_draft_token: float, plain_seconds: float
+) -> dict[str, int]:
+    """The lookup draft tokens a step sends, given the chance that each
+    request's draft is accepted up to each of its tokens: in order of weighted
+    tokens gained, each draft token that raises the step's rate (every token
+    costs the same, so the set with the best rate is such a prefix, and a
+    request's later tokens, never likelier than its earlier ones, come after
+    them). A request far ahead of its cohort gains the batch nothing, and
+    its draft would slow every request's step; a draft's last tokens, less
+    often reached, may not pay where its first ones do. At least the most
+    promising token, so that a step that looks up (a probe, too) still
+    measures what verifying a draft token costs."""
     worth = _token_worth(step.batch_size, step.weights)
-    gains = {r: worth * step.weights[r] * a for r, a in accepted.items()}
-    order = sorted(gains, key=lambda r: gains[r] / step.lookup[r], reverse=True)
-    first = order[0]
-    tokens = step.batch_size + gains[first]
-    seconds = plain_seconds + per_draft_token * step.lookup[first]
-    sent = [first]
-    for request in order[1:]:
-        gain, cost = gains[request], per_draft_token * step.lookup[request]
-        if gain * seconds <= tokens * cost:
+    tokens = [
+        (worth * step.weights[r] * (chances[j] if j < len(chances) else 0.0), r)
+        for r, chances in reached.items()
+        for j in range(step.lookup[r])
+    ]
+    tokens.sort(key=lambda token: token[0], reverse=True)  # stable: in draft order
+    first_gain, first = tokens[0]
+    rate_tokens = step.batch_size + first_gain
+    seconds = plain_seconds + per_draft_token
+    sent = {first: 1}
+    for gain, request in tokens[1:]:
+        if gain * seconds <= rate_tokens * per_draft_token:
             break
-        sent.append(request)
-        tokens, seconds = tokens + gain, seconds + cost
+        sent[request] = sent.get(request, 0) + 1
+        rate_tokens, seconds = rate_tokens + gain, seconds + per_draft_token
     return sent
 
 
@@ -378,17 +395,30 @@ class _CostFit:
 
 @dataclass
 class _Drafts:
-    """Running means over verified drafts: tokens drafted and accepted per draft."""
+    """Running means over verified drafts: tokens drafted per draft, and for
+    each token the share of drafts accepted up to it (the mean tokens accepted
+    per draft is their sum)."""
 
     drafts: int = 0
-    accepted: float = 0.0
     length: float = 0.0
+    reached: list[float] = field(default_factory=list)
+
+    @property
+    def accepted(self) -> float:
+        return sum(self.reached)
+
+    def accepted_within(self, tokens: int) -> float:
+        """Tokens accepted per draft cut to its first ``tokens``."""
+        return sum(self.reached[:tokens])
 
     def add(self, tokens: int, accepted: int) -> None:
         self.drafts += 1
         weight = max(1.0 / self.drafts, _ACCEPTANCE_WEIGHT)
-        self.accepted += weight * (accepted - self.accepted)
         self.length += weight * (tokens - self.length)
+        # A longer draft than any before: earlier drafts reached none of its new tokens.
+        self.reached += [0.0] * (tokens - len(self.reached))
+        for j, chance in enumerate(self.reached):
+            self.reached[j] = chance + weight * ((accepted > j) - chance)
 
     def drawn_to(self, prior: "_Drafts") -> "_Drafts":
         """These means drawn towards ``prior``'s by REQUEST_PRIOR drafts."""
@@ -397,8 +427,12 @@ class _Drafts:
         def draw(own: float, theirs: float) -> float:
             return (weight * own + REQUEST_PRIOR * theirs) / (weight + REQUEST_PRIOR)
 
+        size = max(len(self.reached), len(prior.reached))
+        own, theirs = (r + [0.0] * (size - len(r)) for r in (self.reached, prior.reached))
         return _Drafts(
-            self.drafts, draw(self.accepted, prior.accepted), draw(self.length, prior.length)
+            self.drafts,
+            draw(self.length, prior.length),
+            [draw(a, b) for a, b in zip(own, theirs, strict=True)],
         )
 
 
@@ -436,7 +470,7 @@ class _Expected:
     seconds: float
     model_accepted: float  # draft tokens accepted, over the batch
     model_seconds: float | None  # None where another bucket's costs predicted it
-    lookup: frozenset[str] = frozenset()  # the requests whose lookup drafts it sends
+    lookup: dict[str, int] = field(default_factory=dict)  # lookup draft tokens sent, by request
 
     @property
     def rate(self) -> float:
@@ -571,7 +605,7 @@ class ProfitabilityGuard:
         expected = self._expected(bucket, _Step(batch_size, lookup, self_skip, weights), possible)
         if expected is None:
             mode = self._least_seen(bucket, self._untried(bucket, possible))
-            sent = frozenset(lookup) if mode.looks_up else frozenset()
+            sent = dict(lookup) if mode.looks_up else {}
             self._last = None
         else:
             mode = self._choose(bucket, possible, expected)
@@ -678,17 +712,18 @@ class ProfitabilityGuard:
     ) -> dict[Mode, _Expected]:
         """The expected outcome of ``step`` of ``bucket`` in each of
         ``modes``, with ``costs``' fit and the calibration of each."""
-        lookup = {r: self._gains[Mode.LOOKUP].of(r).accepted for r in step.lookup}
-        if lookup:
+        sent, lookup = {}, {}
+        if step.lookup:
+            gains = {r: self._gains[Mode.LOOKUP].of(r) for r in step.lookup}
             factor = bucket.calibration.get(Mode.LOOKUP, _Calibration()).accepted.factor
             sent = _worth_sending(
                 step,
-                {r: a * factor for r, a in lookup.items()},
+                {r: [c * factor for c in g.reached] for r, g in gains.items()},
                 costs.costs.per_draft_token,
                 costs.costs.seconds(Cycle(step.batch_size, 0, 0, 0, 0.0)),
             )
-            lookup = {r: lookup[r] for r in sent}
-        looked_up = sum(step.lookup[r] for r in lookup)
+            lookup = {r: gains[r].accepted_within(n) for r, n in sent.items()}
+        looked_up = sum(sent.values())
         self_skip = {r: self._gains[Mode.SELF_SKIP].of(r) for r in step.self_skip}
         # A batch drafts until its longest draft stops; the bucket's mean
         # forwards per cycle says how far beyond the mean that goes.
@@ -718,7 +753,7 @@ class ProfitabilityGuard:
                 seconds=seconds * costs.calibration.get(mode, _Calibration()).seconds.factor,
                 model_accepted=sum(accepted.values()),
                 model_seconds=seconds,
-                lookup=frozenset(lookup) if mode.looks_up else frozenset(),
+                lookup=sent if mode.looks_up else {},
             )
         return expected
 

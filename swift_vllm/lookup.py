@@ -69,10 +69,14 @@ class UnsentDrafts:
     def __init__(self) -> None:
         self._pending: dict[str, tuple[np.ndarray, int]] = {}  # request -> draft, first position
 
-    def add(self, request: str, draft: list[int], position: int) -> None:
+    def add(self, request: str, draft: list[int], position: int) -> bool:
         """``draft`` guessed ``request``'s tokens from ``position`` on and was
-        not sent. One pending draft per request: a later one overlaps it."""
-        self._pending.setdefault(request, (np.asarray(draft), position))
+        not sent, or not all of it. One pending draft per request: a later one
+        overlaps it. Returns whether this one is kept."""
+        if request in self._pending:
+            return False
+        self._pending[request] = (np.asarray(draft), position)
+        return True
 
     def resolve(
         self, req_ids: list[str], lengths: np.ndarray, tokens: np.ndarray

@@ -44,6 +44,9 @@ class _Round:
     req_ids: frozenset[str]
     drafted: dict[str, int]  # request -> self-skip draft tokens proposed
     looked_up: dict[str, int]  # request -> prompt-lookup draft tokens proposed
+    # Requests whose lookup draft went out cut short: the guard learns how the
+    # whole draft fares from ``UnsentDrafts``, not from the part verified.
+    cut: frozenset[str]
     skip_set: SkipSet
     scored: bool  # whether candidate sets were scored (an optimization cost)
     draft_s: float | None  # seconds spent drafting; None if nothing was drafted
@@ -176,10 +179,13 @@ class SelfSkipProposer:
         # Only requests without a lookup draft run the skipped model.
         self_skip_rows = [i for i in rows if not drafts[i]]
         decision = self._decide(req_ids, rows, self_skip_rows, drafts, lengths)
+        cut = set()
         for i in rows:
-            if drafts[i] and req_ids[i] not in decision.lookup:
-                self._unsent.add(req_ids[i], drafts[i], int(lengths[i]))
-                drafts[i] = []
+            sent = decision.lookup.get(req_ids[i], 0)
+            if sent < len(drafts[i]):
+                if self._unsent.add(req_ids[i], drafts[i], int(lengths[i])) and sent:
+                    cut.add(req_ids[i])
+                drafts[i] = drafts[i][:sent]
         looked_up = {req_ids[i]: len(drafts[i]) for i in rows if drafts[i]}
         draft_s, steps, draft_probs = None, 0, None
         if self_skip_rows and decision.mode.self_skips:
@@ -204,6 +210,7 @@ class SelfSkipProposer:
                 r: len(d) for r, d in zip(req_ids, drafts, strict=True) if d and r not in looked_up
             },
             looked_up=looked_up,
+            cut=frozenset(cut),
             skip_set=self.skip_set,
             scored=scored,
             draft_s=draft_s,
@@ -225,9 +232,9 @@ class SelfSkipProposer:
         guard's choice, if it is on."""
         lookup = {req_ids[i]: len(drafts[i]) for i in rows if drafts[i]}
         if not rows:  # nobody can draft: a plain step, whatever the guard says
-            return Decision(Mode.PLAIN, frozenset())
+            return Decision(Mode.PLAIN, {})
         if self._guard is None:
-            return Decision(Mode.SELF_SKIP, frozenset(lookup))
+            return Decision(Mode.SELF_SKIP, lookup)
         decision = self._guard.choose(
             len(req_ids),
             lookup,
@@ -290,9 +297,11 @@ class SelfSkipProposer:
         """Each source's acceptance; and the step's cost if it decoded the
         same requests as the round before (no prefill mixed in, nobody joined
         or left) and scored no candidates."""
-        for source, outcome in ((Mode.SELF_SKIP, verified), (Mode.LOOKUP, looked_up)):
-            if outcome is not None:
-                self._guard.observe_drafts(source, outcome.outcomes)
+        if verified is not None:
+            self._guard.observe_drafts(Mode.SELF_SKIP, verified.outcomes)
+        if looked_up is not None:
+            whole = {r: o for r, o in looked_up.outcomes.items() if r not in previous.cut}
+            self._guard.observe_drafts(Mode.LOOKUP, whole)
         if previous.req_ids == frozenset(req_ids) and all(sampled) and not previous.scored:
             draft_tokens = sum(previous.drafted.values()) + sum(previous.looked_up.values())
             accepted = sum(outcome.accepted for outcome in (verified, looked_up) if outcome)

@@ -87,8 +87,8 @@ def test_an_unsent_draft_the_model_generated_in_full_or_at_once():
 
 def test_one_pending_draft_per_request_and_none_for_requests_gone():
     unsent = UnsentDrafts()
-    unsent.add("a", [5, 6], position=1)
-    unsent.add("a", [9, 9], position=1)  # overlaps the pending one: ignored
-    unsent.add("b", [5], position=1)
+    assert unsent.add("a", [5, 6], position=1)
+    assert not unsent.add("a", [9, 9], position=1)  # overlaps the pending one: ignored
+    assert unsent.add("b", [5], position=1)
     assert _resolve(unsent, {"a": [0, 5, 6]}) == {"a": (2, 2)}
     assert _resolve(unsent, {"b": [0, 5]}) == {}  # b left the batch: dropped
