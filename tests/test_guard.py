@@ -121,6 +121,20 @@ def _run(
     return chosen, tokens / seconds / plain
 
 
+def _record_lookup_sent(guard: ProfitabilityGuard) -> list[dict[str, int]]:
+    """The lookup draft tokens each later step of ``guard`` sends, by request."""
+    sent = []
+    choose = guard.choose
+
+    def recording_choose(*args):
+        decision = choose(*args)
+        sent.append(decision.lookup)
+        return decision
+
+    guard.choose = recording_choose
+    return sent
+
+
 def _mostly(chosen: list[Mode], mode: Mode) -> bool:
     """``mode`` on every step but probes (at most one in PROBE_INTERVAL)."""
     return chosen.count(mode) >= len(chosen) * (1 - 1.5 / PROBE_INTERVAL)
@@ -316,15 +330,7 @@ def test_lookup_drafts_go_out_cut_to_the_tokens_that_pay():
     The guard sends the first token of each draft."""
     machine = Machine(base=0.030, per_draft_token=0.006, lookup_accepted=1)
     guard = ProfitabilityGuard(lookup=True)
-    sent = []
-    choose = guard.choose
-
-    def recording_choose(*args):
-        decision = choose(*args)
-        sent.append(decision.lookup)
-        return decision
-
-    guard.choose = recording_choose
+    sent = _record_lookup_sent(guard)
     chosen, speedup = _run(guard, machine, 4, [4] * 100)
     assert _mostly(chosen[-50:], Mode.LOOKUP)
     assert all(n == 1 for lookup in sent[-50:] for n in lookup.values())
@@ -343,15 +349,7 @@ def test_lookup_drafts_of_a_request_ahead_of_its_batch_are_held_back():
         base=0.030, per_draft_token=0.002, lookup_accepted=2, lookup_accepted_by={"r0": 4}
     )
     guard = ProfitabilityGuard(lookup=True)
-    sent = []
-    choose = guard.choose
-
-    def recording_choose(*args):
-        decision = choose(*args)
-        sent.append(decision.lookup)
-        return decision
-
-    guard.choose = recording_choose
+    sent = _record_lookup_sent(guard)
     chosen, speedup = _run(guard, machine, 4, [4] * 200)
     assert _mostly(chosen[-100:], Mode.LOOKUP)
     assert 30 <= sum("r0" in requests for requests in sent[-100:]) <= 60
