@@ -287,40 +287,50 @@ class _Line:
         self._ridge = np.diag(ridge)
         self._gram = np.zeros((len(ridge), len(ridge)))
         self._moment = np.zeros(len(ridge))
-        self._coef: np.ndarray | None = None
+        self._coef: tuple[float, ...] | None = None
         self._fastest = np.inf
 
-    def add(self, x: np.ndarray, seconds: float) -> None:
-        self._gram = (1 - _COST_DECAY) * self._gram + np.outer(x, x)
-        self._moment = (1 - _COST_DECAY) * self._moment + x * seconds
+    def add(self, x: tuple[float, ...], seconds: float) -> None:
+        features = np.array(x)
+        self._gram = (1 - _COST_DECAY) * self._gram + np.outer(features, features)
+        self._moment = (1 - _COST_DECAY) * self._moment + features * seconds
         self._coef = None
         self._fastest = min(self._fastest, seconds)
 
     @property
-    def coef(self) -> np.ndarray:
+    def coef(self) -> tuple[float, ...]:
+        """Python floats: the guard predicts a dozen steps a step, and numpy's
+        overhead on three-element arrays is most of what a prediction costs."""
         if self._coef is None:
-            self._coef = self._solve()
+            self._coef = tuple(map(float, self._solve()))
         return self._coef
 
     def _solve(self) -> np.ndarray:
         """Least squares with each negative slope held at zero in turn (an
         active set: at most one pass per feature)."""
         gram = self._gram + self._ridge
-        free = np.ones(len(self._moment), dtype=bool)
-        while True:
-            coef = np.zeros(len(self._moment))
+        coef = _least_squares(gram, self._moment)
+        free = np.ones(len(coef), dtype=bool)
+        while (coef[1:] < 0).any():  # the constant may be anything
+            free[1:] &= coef[1:] >= 0
             index = np.flatnonzero(free)
-            coef[index] = np.linalg.lstsq(
-                gram[np.ix_(index, index)], self._moment[index], rcond=None
-            )[0]
-            negative = coef < 0
-            negative[0] = False  # the constant may be anything
-            if not negative.any():
-                return coef
-            free &= ~negative
+            coef = np.zeros(len(coef))
+            coef[index] = _least_squares(gram[np.ix_(index, index)], self._moment[index])
+        return coef
 
-    def seconds(self, x: np.ndarray) -> float:
-        return max(float(x @ self.coef), self._fastest)
+    def seconds(self, x: tuple[float, ...]) -> float:
+        return max(sum(c * v for c, v in zip(self.coef, x, strict=True)), self._fastest)
+
+
+def _least_squares(gram: np.ndarray, moment: np.ndarray) -> np.ndarray:
+    """The solution of the normal equations ``gram @ coef = moment``; where
+    ``gram`` is singular (a feature never varied: no draft verified yet), the
+    least-norm one. ``solve`` costs a fifth of ``lstsq`` and the guard solves
+    on every step."""
+    try:
+        return np.linalg.solve(gram, moment)
+    except np.linalg.LinAlgError:
+        return np.linalg.lstsq(gram, moment, rcond=None)[0]
 
 
 class _CostFit:
@@ -368,12 +378,11 @@ class _CostFit:
     @property
     def per_draft_token(self) -> float:
         """Seconds a verified draft token adds to a step."""
-        return float(self._verify.coef[2])
+        return self._verify.coef[2]
 
     def coefficients(self) -> dict[str, float]:
         names = ("base", "per_request", "per_draft_token", "per_self_skip", "per_draft_forward")
-        coef = np.concatenate([self._verify.coef, self._draft.coef])
-        return dict(zip(names, map(float, coef), strict=True))
+        return dict(zip(names, self._verify.coef + self._draft.coef, strict=True))
 
     def _parts(self, cycle: Cycle) -> tuple[float, float]:
         requests = cycle.requests
@@ -385,12 +394,12 @@ class _CostFit:
         return verify, draft
 
     @staticmethod
-    def _verify_features(requests: float, draft_tokens: float) -> np.ndarray:
-        return np.array([1.0, requests, draft_tokens])
+    def _verify_features(requests: float, draft_tokens: float) -> tuple[float, ...]:
+        return (1.0, requests, draft_tokens)
 
     @staticmethod
-    def _draft_features(cycle: Cycle) -> np.ndarray:
-        return np.array([1.0, cycle.draft_forwards])
+    def _draft_features(cycle: Cycle) -> tuple[float, ...]:
+        return (1.0, cycle.draft_forwards)
 
 
 @dataclass
@@ -638,13 +647,18 @@ class ProfitabilityGuard:
         for request, progress in self._progress.items():
             first = progress.first_step
             fewest_by_step[first] = min(fewest_by_step.get(first, gained[request]), gained[request])
-        weights = {}
-        for request, progress in self._progress.items():
-            first = progress.first_step
-            fewest = min(
+        # The fewest gained within COHORT_STEPS of each first step (a batch's
+        # requests share a handful of first steps).
+        cohort_fewest = {
+            first: min(
                 fewest_by_step.get(step, math.inf)
                 for step in range(first - COHORT_STEPS, first + COHORT_STEPS + 1)
             )
+            for first in fewest_by_step
+        }
+        weights = {}
+        for request, progress in self._progress.items():
+            fewest = cohort_fewest[progress.first_step]
             weights[request] = math.exp(-(gained[request] - fewest) / LEAD_SCALE)
             progress.steps += 1
         return weights
