@@ -353,14 +353,11 @@ class _Line:
 
 
 def _least_squares(gram: np.ndarray, moment: np.ndarray) -> np.ndarray:
-    """The solution of the normal equations ``gram @ coef = moment``; where
-    ``gram`` is singular (a feature never varied: no draft verified yet), the
-    least-norm one. ``solve`` costs a fifth of ``lstsq`` and the guard solves
-    on every step."""
-    try:
-        return np.linalg.solve(gram, moment)
-    except np.linalg.LinAlgError:
-        return np.linalg.lstsq(gram, moment, rcond=None)[0]
+    """The least-norm solution of the normal equations ``gram @ coef =
+    moment``: where a feature never varied (every self-skip step so far ran
+    the same number of draft forwards) they have a line of solutions, and
+    ``np.linalg.solve`` would pick one by rounding noise."""
+    return np.linalg.lstsq(gram, moment, rcond=None)[0]
 
 
 class _CostFit:
