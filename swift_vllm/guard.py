@@ -21,38 +21,22 @@ batch), and such a batch ends with its slowest request: a token for a
 request already ahead of the slowest in its cohort shortens nothing until
 the others catch up, though it costs the whole batch the step's verify time.
 So a request's tokens count ``exp(-lead / LEAD_SCALE)``, its lead being the
-draft tokens it has accepted beyond the fewest any of its cohort has, but no
-less than what its finishing a step sooner saves: it then leaves the batch
-a step earlier, and that step costs one request less (the fitted cost per
-request, over the plain step's). A request alone in its cohort (a server's
-requests arrive one by one) leads no one, and every token counts the same:
-a server's slot freed sooner serves the next request sooner.
-
-Where a request costs little of a step (batch 4 on this CPU: 0.5 of 43 ms) a
-request ahead is worth almost nothing, and where it costs much (batch 8: 6.9
-of 91 ms in one run's fit) it is still worth drafting for. With that floor
-the lead's scale went from 3 to 1.5 tokens: replayed
-(``benchmarks/guard_replay.py``, costs fitted in batch-4 and batch-8 runs),
-the eight MT-bench categories at batch 4 went from 0.990x to 0.992x of plain
-(math 0.961-0.970x to 0.966-0.994x, coding 0.960-0.982x to 0.971-0.973x: one
-request of the four never has a lookup draft, and the three that copy
-drafted until they led it by three or four tokens, tokens that shortened
-nothing), the five big categories at batch 8 from 1.039-1.045x to 1.051x
-(translation 1.12-1.13x to 1.16-1.17x), and at batch 4 from 1.056-1.059x to
-1.049-1.053x (rag 1.12x to 1.10x: outputs of different lengths, where the
-request ahead may be the one the batch ends with). Earlier, replaying the
-dev prompts' greedy outputs (``benchmarks/guard_replay.py``) against the
-earlier weight (each request's steps per token squared), with the step costs
-fitted in two batch-4 runs (5.6 ms and none per request), the eight MT-bench
-categories at batch 4 went from 0.975x to 0.989x and from 0.947x to 0.966x
-of plain, the five big categories at batch 4 from 1.032x to 1.044x and from
-1.011x to 1.026x, and at batch 8 from 1.014x to 1.024x; translation at batch
-8, where most requests copy but not evenly, from 1.163x to 1.134x (vLLM's
-``ngram`` 1.185x). Judged one step at a time instead (the running requests'
-mean time per token in that step, as this guard once did), a request that
-copies its prompt among requests that do not is never drafted for, and a
-batch-8 translation bench ran 0.94x of plain where ``ngram`` ran 1.09x. At
-batch size 1 every one of these rates is the same.
+draft tokens it has accepted beyond the fewest any of its cohort has. A
+request alone in its cohort (a server's requests arrive one by one) leads no
+one, and every token counts the same: a server's slot freed sooner serves
+the next request sooner. Replaying the dev prompts' greedy outputs
+(``benchmarks/guard_replay.py``) against the earlier weight (each request's
+steps per token squared), with the step costs fitted in two batch-4 runs
+(5.6 ms and none per request), the eight MT-bench categories at batch 4 went
+from 0.975x to 0.989x and from 0.947x to 0.966x of plain, the five big
+categories at batch 4 from 1.032x to 1.044x and from 1.011x to 1.026x, and at
+batch 8 from 1.014x to 1.024x; translation at batch 8, where most requests
+copy but not evenly, from 1.163x to 1.134x (vLLM's ``ngram`` 1.185x).
+Judged one step at a time instead (the running requests' mean time per
+token in that step, as this guard once did), a request that copies its
+prompt among requests that do not is never drafted for, and a batch-8
+translation bench ran 0.94x of plain where ``ngram`` ran 1.09x. At batch
+size 1 every one of these rates is the same.
 
 A step that looks up sends the lookup drafts that raise its rate, not all
 of them: in order of weighted tokens gained per draft token verified, each
@@ -154,10 +138,9 @@ logger = logging.getLogger(__name__)
 MIN_GAIN = 1.03
 # Requests first seen within COHORT_STEPS steps of each other started
 # together; a request's tokens count exp(-lead / LEAD_SCALE), its lead being
-# the draft tokens it has accepted beyond the fewest any of them has (and
-# at least its per-request share of a step).
+# the draft tokens it has accepted beyond the fewest any of them has.
 COHORT_STEPS = 4
-LEAD_SCALE = 1.5
+LEAD_SCALE = 3.0
 # Once measured, a step that would not run the richest mode runs it now and
 # then (one that would runs plain): at most one step in PROBE_INTERVAL, and
 # rarer when a probe is predicted to cost more than PROBE_COST of the steps
@@ -228,29 +211,15 @@ def _token_worth(batch_size: int, weights: dict[str, float]) -> float:
     return batch_size / (sum(weights.values()) + (batch_size - len(weights)) * mean)
 
 
-def _token_values(batch_size: int, weights: dict[str, float], floor: float) -> dict[str, float]:
-    """What a draft token accepted for each drafting request adds to the
-    batch's tokens: its weight's share (``_token_worth``), and at least
-    ``floor``, what the request's finishing a step sooner saves (a request
-    ahead of its cohort shortens nothing, but leaves the batch a step
-    earlier, and each step after it then costs one request less)."""
-    worth = _token_worth(batch_size, weights)
-    return {r: max(worth * w, floor) for r, w in weights.items()}
-
-
-def _batch_tokens(batch_size: int, values: dict[str, float], accepted: dict[str, float]) -> float:
+def _batch_tokens(batch_size: int, weights: dict[str, float], accepted: dict[str, float]) -> float:
     """The batch's tokens in a step where each request in ``accepted`` gains
-    that many draft tokens, each worth its entry in ``values``
-    (``_token_values``), and every request makes one."""
-    return batch_size + sum(values[r] * a for r, a in accepted.items())
+    that many draft tokens and every request makes one (``_token_worth``)."""
+    worth = _token_worth(batch_size, weights)
+    return batch_size + worth * sum(weights[r] * a for r, a in accepted.items())
 
 
 def _worth_sending(
-    step: "_Step",
-    values: dict[str, float],
-    reached: dict[str, list[float]],
-    per_draft_token: float,
-    plain_seconds: float,
+    step: "_Step", reached: dict[str, list[float]], per_draft_token: float, plain_seconds: float
 ) -> dict[str, int]:
     """The lookup draft tokens a step sends, given the chance that each
     request's draft is accepted up to each of its tokens: in order of weighted
@@ -262,8 +231,9 @@ def _worth_sending(
     often reached, may not pay where its first ones do. At least the most
     promising token, so that a step that looks up (a probe, too) still
     measures what verifying a draft token costs."""
+    worth = _token_worth(step.batch_size, step.weights)
     tokens = [
-        (values[r] * (chances[j] if j < len(chances) else 0.0), r)
+        (worth * step.weights[r] * (chances[j] if j < len(chances) else 0.0), r)
         for r, chances in reached.items()
         for j in range(step.lookup[r])
     ]
@@ -401,11 +371,6 @@ class _CostFit:
         drafting = min(cycle.draft_seconds, STALL_FACTOR * draft)
         rest = min(cycle.seconds - cycle.draft_seconds, STALL_FACTOR * verify)
         return replace(cycle, seconds=rest + drafting, draft_seconds=drafting)
-
-    @property
-    def per_request(self) -> float:
-        """Seconds a running request adds to a step."""
-        return self._verify.coef[1]
 
     @property
     def per_draft_token(self) -> float:
@@ -758,23 +723,15 @@ class ProfitabilityGuard:
     ) -> dict[Mode, _Expected]:
         """The expected outcome of ``step`` of ``bucket`` in each of
         ``modes``, with ``costs``' fit and the calibration of each."""
-        plain = Cycle(step.batch_size, 0, 0, 0, 0.0)
-        plain_seconds = costs.costs.seconds(plain)
-        values = _token_values(
-            step.batch_size,
-            step.weights,
-            step.batch_size * costs.costs.per_request / plain_seconds,
-        )
         sent, lookup = {}, {}
         if step.lookup:
             gains = {r: self._gains[Mode.LOOKUP].of(r) for r in step.lookup}
             factor = bucket.calibration.get(Mode.LOOKUP, _Calibration()).accepted.factor
             sent = _worth_sending(
                 step,
-                values,
                 {r: [c * factor for c in g.reached] for r, g in gains.items()},
                 costs.costs.per_draft_token,
-                plain_seconds,
+                costs.costs.seconds(Cycle(step.batch_size, 0, 0, 0, 0.0)),
             )
             lookup = {r: gains[r].accepted_within(n) for r, n in sent.items()}
         looked_up = sum(sent.values())
@@ -783,7 +740,7 @@ class ProfitabilityGuard:
         # forwards per cycle says how far beyond the mean that goes.
         forwards = max([1.0, costs.forwards] + [d.length for d in self_skip.values()])
         steps = {  # the drafting requests' accepted tokens, and the step's cycle
-            Mode.PLAIN: ({}, plain),
+            Mode.PLAIN: ({}, Cycle(step.batch_size, 0, 0, 0, 0.0)),
             Mode.LOOKUP: (lookup, Cycle(step.batch_size, looked_up, 0, 0, 0.0)),
             Mode.SELF_SKIP: (
                 lookup | {r: d.accepted for r, d in self_skip.items()},
@@ -803,7 +760,7 @@ class ProfitabilityGuard:
             seconds = costs.costs.seconds(cycle)
             calibrated = {r: a * factor for r, a in accepted.items()}
             expected[mode] = _Expected(
-                tokens=_batch_tokens(step.batch_size, values, calibrated),
+                tokens=_batch_tokens(step.batch_size, step.weights, calibrated),
                 seconds=seconds * costs.calibration.get(mode, _Calibration()).seconds.factor,
                 model_accepted=sum(accepted.values()),
                 model_seconds=seconds,

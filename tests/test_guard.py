@@ -323,34 +323,6 @@ def test_lookup_for_one_request_of_a_static_batch_stops_once_it_leads():
     assert _mostly(chosen[-100:], Mode.LOOKUP)
 
 
-@pytest.mark.parametrize("per_request", [0.0, 0.008])
-def test_a_request_ahead_is_drafted_for_where_finishing_sooner_saves_its_share(per_request):
-    """As above, a batch of 4 started together, one request with a lookup
-    draft every step (2 tokens of each accepted), plain steps of 64 ms. Where
-    a request adds nothing to a step, its tokens beyond the others' shorten
-    nothing and it is drafted for only until it leads them. Where it adds 8
-    ms (batches of 3 and 4 show it), each of its tokens still moves its own
-    end a step sooner, after which every step costs 8 ms less: worth half a
-    token of the batch's, more than the 0.25 a draft token costs, so it
-    takes lookup drafts on most steps, however far it leads."""
-    machine = Machine(
-        base=0.064 - 4 * per_request,
-        per_request=per_request,
-        per_draft_token=0.004,
-        per_forward=0.2,
-        lookup_accepted=2,
-        self_skip_accepted=0,
-    )
-    guard = ProfitabilityGuard(lookup=True)
-    for batch_size, first in [(3, 10), (4, 20)]:  # the bucket's per-request cost
-        _run(guard, machine, batch_size, [0] * 40, first=first)
-    chosen, _ = _run(guard, machine, 4, [1] * 200, first=30)
-    if per_request:
-        assert _mostly(chosen[-100:], Mode.LOOKUP)
-    else:
-        assert chosen[-100:].count(Mode.LOOKUP) <= 100 / PROBE_INTERVAL
-
-
 def test_lookup_drafts_go_out_cut_to_the_tokens_that_pay():
     """Batch 4, every request's lookup draft accepted up to its first token
     and no further, and a draft token costs a fifth of a plain step: whole
@@ -534,9 +506,7 @@ def test_lookup_drafts_that_half_the_batch_rejects():
     mean over drafts (1.5) predicts lookup at 1.2x plain on every step, and
     r2 and r3, with which the batch ends, would take twice as long a token.
     Each request's own acceptance tells: lookup only while r0 and r1 are not
-    ahead (by more than a token or two: 1.5% faster with tokens ahead worth
-    exp(-lead / 1.5), 3% with exp(-lead / 3)), which slows r2 and r3 by less
-    than 5%."""
+    ahead, which slows r2 and r3 by less than 5%."""
     machine = Machine(
         per_draft_token=0.002, lookup_accepted_by={"r0": 3, "r1": 3, "r2": 0, "r3": 0}
     )
@@ -544,7 +514,7 @@ def test_lookup_drafts_that_half_the_batch_rejects():
     chosen, speedup = _run(guard, machine, 4, [4] * 200)
     assert chosen[-100:].count(Mode.LOOKUP) <= 20
     time_per_token = _time_per_token(guard, speedup)
-    assert max(time_per_token[:2]) < 0.99
+    assert max(time_per_token[:2]) < 0.97
     assert max(time_per_token[2:]) < 1.05
     assert sum(time_per_token) / 4 < 1.0
 
